@@ -1,0 +1,180 @@
+"""One settings module, every knob read from the environment.
+
+The defaults are the embedded setup that `make run` starts: SQLite in the repo,
+a Redis server on 127.0.0.1:6379, daphne and one Celery worker.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name, default):
+    return os.getenv(name, str(default)).strip().lower() in ("1", "true", "yes", "on")
+
+
+def envint(name, default):
+    return int(os.getenv(name, default))
+
+
+def envfloat(name, default):
+    return float(os.getenv(name, default))
+
+
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = os.getenv("SECRET_KEY", "")
+if not SECRET_KEY:
+    # The embedded setup keeps a generated key in the repo's untracked data dir.
+    _key_file = BASE_DIR / "var" / "secret_key"
+    if not _key_file.exists():
+        import secrets
+
+        _key_file.parent.mkdir(parents=True, exist_ok=True)
+        _key_file.write_text(secrets.token_urlsafe(50))
+    SECRET_KEY = _key_file.read_text().strip()
+
+ALLOWED_HOSTS = os.getenv("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+CSRF_TRUSTED_ORIGINS = [o for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "runner",
+    "designer",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"),
+        conn_max_age=envint("DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Shared by daphne, the worker and the command line: WAL, a busy timeout,
+    # and write transactions that take the lock up front.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+
+REDIS_URL = os.getenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+    }
+}
+
+CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = os.getenv("CELERY_RESULT_BACKEND", "disabled")
+if CELERY_RESULT_BACKEND == "disabled":
+    CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
+# A run's driver is acknowledged on receipt: a driver can last hours, longer than
+# any sane visibility timeout. A worker that dies is covered by leases on tasks
+# and by the watchdog that restarts drivers of runs nobody is driving.
+CELERY_TASK_ACKS_LATE = False
+
+# The engine.
+RUNNER_CLAIM_BATCH = envint("RUNNER_CLAIM_BATCH", 200)
+RUNNER_MAX_INFLIGHT = envint("RUNNER_MAX_INFLIGHT", 256)
+RUNNER_LEASE_SECONDS = envint("RUNNER_LEASE_SECONDS", 60)
+RUNNER_FLUSH_SECONDS = envfloat("RUNNER_FLUSH_SECONDS", 0.05)
+RUNNER_PROGRESS_SECONDS = envfloat("RUNNER_PROGRESS_SECONDS", 0.25)
+RUNNER_WATCHDOG_SECONDS = envfloat("RUNNER_WATCHDOG_SECONDS", 5)
+RUNNER_DRIVERS_PER_RUN = envint("RUNNER_DRIVERS_PER_RUN", 1)
+RUNNER_MAX_TRANSIENT_RETRIES = envint("RUNNER_MAX_TRANSIENT_RETRIES", 5)
+RUNNER_BACKOFF_BASE = envfloat("RUNNER_BACKOFF_BASE", 0.5)
+RUNNER_BACKOFF_MAX = envfloat("RUNNER_BACKOFF_MAX", 30)
+RUNNER_PARSE_RETRIES = envint("RUNNER_PARSE_RETRIES", 2)
+RUNNER_CALLBACK_PACKAGES = os.getenv("RUNNER_CALLBACK_PACKAGES", "runner,tests,pipelines").split(",")
+
+# The provider every step uses unless the step or the run names another.
+DEFAULT_LLM_BASE_URL = os.getenv("DEFAULT_LLM_BASE_URL", "")
+DEFAULT_LLM_API_KEY = os.getenv("DEFAULT_LLM_API_KEY", "")
+DEFAULT_LLM_MODEL = os.getenv("DEFAULT_LLM_MODEL", "")
+DEFAULT_LLM_CONCURRENCY = envint("DEFAULT_LLM_CONCURRENCY", 64)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "WARNING")},
+    "loggers": {"runner": {"level": os.getenv("RUNNER_LOG_LEVEL", "INFO")}},
+}

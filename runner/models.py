@@ -1,0 +1,164 @@
+"""Providers, runs, tasks and records.
+
+Row-level state changes live here as methods; work across rows (claiming,
+finishing a chunk, making children) lives in `runner/engine.py`.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from .crypto import decrypt, encrypt
+
+
+class Provider(models.Model):
+    """An OpenAI-compatible endpoint and its key, owned by one user."""
+
+    KINDS = [("openai", "OpenAI-compatible")]
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="providers")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=KINDS, default="openai")
+    base_url = models.URLField(max_length=500)
+    api_key_encrypted = models.TextField(blank=True, default="")
+    api_key_last4 = models.CharField(max_length=4, blank=True, default="")
+    default_model = models.CharField(max_length=200, blank=True, default="")
+    models_list = models.JSONField(default=list, blank=True)
+    concurrency = models.PositiveIntegerField(default=64)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="provider_owner_name")]
+
+    def __str__(self):
+        return self.name
+
+    def set_api_key(self, key):
+        key = (key or "").strip()
+        self.api_key_encrypted = encrypt(key) if key else ""
+        self.api_key_last4 = key[-4:] if key else ""
+
+    @property
+    def api_key(self):
+        return decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @property
+    def limit_key(self):
+        """Workers share one concurrency budget per endpoint and key."""
+        return f"{self.base_url.rstrip('/')}|{self.api_key_last4}|{self.pk}"
+
+
+class Run(models.Model):
+    QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED = "queued", "running", "cancelled", "completed", "failed"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED)]
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    name = models.CharField(max_length=200, blank=True, default="")
+    spec = models.JSONField()  # the exact snapshot this run executes
+    inputs = models.JSONField(default=list)
+    # Which saved pipeline and version this run executes (the designer's; runner only stores them).
+    pipeline_code = models.UUIDField(null=True, blank=True, db_index=True)
+    pipeline_version = models.PositiveIntegerField(null=True, blank=True)
+    # step name (or "*") -> provider id, chosen at launch
+    providers = models.JSONField(default=dict, blank=True)
+    model_override = models.CharField(max_length=200, blank=True, default="")
+    concurrency = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED, db_index=True)
+    aggregated = models.JSONField(default=list, blank=True)  # step indexes whose N -> 1 callback ran
+    error = models.TextField(blank=True, default="")
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"run {self.code}"
+
+    @property
+    def group_name(self):
+        return f"run-{self.code.hex}"
+
+    @property
+    def is_active(self):
+        return self.status in (self.QUEUED, self.RUNNING)
+
+    def parsed_spec(self):
+        from .spec import PipelineSpec
+
+        return PipelineSpec.model_validate(self.spec)
+
+
+class Task(models.Model):
+    PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+    STATUSES = [(s, s) for s in (PENDING, RUNNING, DONE, FAILED, CANCELLED)]
+    TERMINAL = (DONE, FAILED, CANCELLED)
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
+    step = models.PositiveIntegerField()
+    # Unique within the run: makes child creation idempotent ("in:3", "<parent>:2", "agg:1:<group>").
+    key = models.CharField(max_length=300)
+    # Sorts tasks of a step in input order (zero-padded positions along the lineage).
+    seq = models.CharField(max_length=300)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    variant = models.PositiveIntegerField(default=0)  # the copy number under broadcast(n)
+    status = models.CharField(max_length=12, choices=STATUSES, default=PENDING)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    claim = models.CharField(max_length=40, blank=True, default="")
+    context = models.JSONField(default=dict)
+    messages = models.JSONField(null=True, blank=True)  # the prompt as sent
+    raw_output = models.TextField(blank=True, default="")
+    parsed = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    model = models.CharField(max_length=200, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    cached = models.BooleanField(default=False)  # answered from an identical call in this run
+    created = models.DateTimeField(default=timezone.now)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="task_run_key")]
+        indexes = [
+            models.Index(fields=["run", "status", "step"], name="task_run_status_step"),
+            models.Index(fields=["run", "step", "seq"], name="task_run_step_seq"),
+        ]
+
+    def __str__(self):
+        return f"task {self.pk} (step {self.step}, {self.status})"
+
+
+class Record(models.Model):
+    """One row of a run's dataset, with its lineage back to the seed input."""
+
+    UNREVIEWED, ACCEPTED, REJECTED = "unreviewed", "accepted", "rejected"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="records")
+    task = models.ForeignKey(Task, null=True, on_delete=models.SET_NULL, related_name="records")
+    key = models.CharField(max_length=300)
+    seq = models.CharField(max_length=300)
+    data = models.JSONField()
+    edited = models.JSONField(null=True, blank=True)
+    review = models.CharField(max_length=12, default=UNREVIEWED)
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="record_run_key")]
+        indexes = [models.Index(fields=["run", "seq"], name="record_run_seq")]
+
+    def lineage(self):
+        """Task ids from the seed input to this record's task."""
+        ids, task = [], self.task
+        while task is not None:
+            ids.append(task.pk)
+            task = task.parent
+        return list(reversed(ids))

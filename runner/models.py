@@ -107,6 +107,7 @@ class Task(models.Model):
     seq = models.CharField(max_length=300)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     variant = models.PositiveIntegerField(default=0)  # the copy number under broadcast(n)
+    round = models.PositiveIntegerField(default=0)  # bumped by "retry failed": a new round makes new calls
     status = models.CharField(max_length=12, choices=STATUSES, default=PENDING)
     lease_until = models.DateTimeField(null=True, blank=True)
     claim = models.CharField(max_length=40, blank=True, default="")

@@ -1,0 +1,113 @@
+# Set-up and process tooling. On a fresh Debian machine with Python 3.11:
+#   make run    create .venv, install, start Redis + daphne + a Celery worker
+#   make test   install the test tools (and, as root, redis-server + chromium), run the tests
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+# Override the interpreter used to create .venv: `make run PYTHON=python3.12`
+PYTHON ?=
+
+# A stamp per requirements content, so re-runs skip pip entirely.
+REQ_HASH   := $(shell cat requirements.txt 2>/dev/null | sha256sum | cut -c1-12)
+TEST_HASH  := $(shell cat requirements.txt requirements-test.txt 2>/dev/null | sha256sum | cut -c1-12)
+STAMP      := $(VENV)/.installed-$(REQ_HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(TEST_HASH)
+
+.PHONY: help venv test-deps system-test-deps run test lint bench clean distclean
+
+help:
+	@echo "make run        start everything on http://127.0.0.1:8000 (PORT=... to change)"
+	@echo "make test       run the tests (non-browser, then browser)"
+	@echo "make lint       ruff check, ruff format --check, makemigrations --check"
+	@echo "make bench      run the benchmark"
+	@echo "make venv       only create/update .venv"
+	@echo "make clean      remove caches and generated static files (keeps var/db.sqlite3)"
+	@echo "make distclean  clean, and remove .venv"
+
+venv: $(STAMP)
+
+# 1. find a Python 3.11+ (python3.11 first), 2. create .venv (installing Debian's
+# venv module as root if it is missing), 3. pip install -r requirements.txt.
+$(STAMP): requirements.txt
+	@set -e; \
+	if [ -x "$(PY)" ] && "$(PY)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	   && "$(PY)" -m pip --version >/dev/null 2>&1; then :; else \
+	  py="$(PYTHON)"; \
+	  if [ -z "$$py" ]; then \
+	    for c in python3.11 python3; do \
+	      if command -v "$$c" >/dev/null 2>&1 && "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then py="$$c"; break; fi; \
+	    done; \
+	  fi; \
+	  if [ -z "$$py" ]; then \
+	    echo "error: Python 3.11 or newer is needed (python3.11 or python3). On Debian: apt-get install python3" >&2; exit 1; \
+	  fi; \
+	  ver=$$("$$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  echo ">>> creating $(VENV) with $$py ($$ver)"; \
+	  rm -rf "$(VENV)"; \
+	  if ! "$$py" -m venv "$(VENV)"; then \
+	    rm -rf "$(VENV)"; \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo ">>> the venv module is missing: installing python3-venv"; \
+	      apt-get update; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv || true; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y "python$$ver-venv" || true; \
+	      "$$py" -m venv "$(VENV)" || { rm -rf "$(VENV)"; echo "error: could not create $(VENV)" >&2; exit 1; }; \
+	    else \
+	      echo "" >&2; \
+	      echo "error: '$$py -m venv' failed: Python's venv module is not installed." >&2; \
+	      echo "       Install it, then run make again:  sudo apt-get install python3-venv" >&2; \
+	      exit 1; \
+	    fi; \
+	  fi; \
+	fi
+	$(PIP) install -r requirements.txt
+	@rm -f $(VENV)/.installed-[0-9a-f]*
+	@touch $@
+
+test-deps: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(PIP) install -r requirements-test.txt
+	@rm -f $(VENV)/.installed-test-*
+	@touch $@
+
+# Real Redis and Debian's chromium (driven by Playwright) for the integration and
+# browser tests. Installed with apt as root; anyone else gets a warning.
+system-test-deps:
+	@if ! command -v redis-server >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server chromium; \
+	  else \
+	    echo "warning: redis-server or /usr/bin/chromium is missing and cannot be installed without root:" >&2; \
+	    echo "         sudo apt-get install redis-server chromium   (tests needing them may be skipped)" >&2; \
+	  fi; \
+	fi
+
+run: venv
+	$(PY) scripts/services.py run $(if $(PORT),--port $(PORT))
+
+# Two separate pytest runs; zero browser tests (exit code 5) is not a failure.
+test: system-test-deps test-deps
+	$(PY) -m pytest tests -m "not browser" -q
+	@echo '$(PY) -m pytest tests -m browser -q'; \
+	rc=0; $(PY) -m pytest tests -m browser -q || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "(no browser tests collected)"; exit 0; fi; \
+	exit $$rc
+
+lint: test-deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+bench: venv
+	$(PY) -m bench.run
+
+clean:
+	rm -rf var/static var/redis bench/out .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

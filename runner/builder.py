@@ -1,0 +1,136 @@
+"""A Python builder shaped like the seed, producing the one pipeline spec.
+
+    pipeline = PipelineBuilder("QA")
+    pipeline << Step("List 5 subtopics of {{topic}} as a JSON list", output="json_list",
+                     output_key="subtopics").scatter("subtopic") << Step("...{{subtopic}}...", output_key="question")
+    pipeline.input(topic="Solar energy")
+    spec = pipeline.build()
+
+A step class may declare its fields as class attributes and a custom callback as a
+method `callback(self, step)` returning one input (a dict / `TaskInput`) or a list of
+them, as in the seed; the spec names it `module:Class` and workers import it from an
+allowed package.
+"""
+
+import re
+
+from .callbacks import StepResult, parse_json  # noqa: F401  (re-exported for callbacks)
+from .spec import CallbackSpec, ModelParams, ModelRef, PipelineSpec, StepSpec
+
+_UNSET = object()
+
+
+class TaskInput(dict):
+    """One input of the next step (the seed's name for it)."""
+
+
+def _snake(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Step:
+    name = None
+    prompt = None
+    system = ""
+    output = "text"  # text, json_list, json_object
+    output_key = None
+    schema = None
+    provider = "default"
+    model = ""
+    temperature = 0.7
+    max_tokens = None
+
+    def __init__(self, prompt=None, *, name=None, output_key=None, output=None, system=None,
+                 schema=None, provider=None, model=None, temperature=_UNSET, max_tokens=_UNSET):
+        for attr, value in (("prompt", prompt), ("name", name), ("output_key", output_key),
+                            ("output", output), ("system", system), ("schema", schema),
+                            ("provider", provider), ("model", model)):
+            if value is not None:
+                setattr(self, attr, value)
+        if temperature is not _UNSET:
+            self.temperature = temperature
+        if max_tokens is not _UNSET:
+            self.max_tokens = max_tokens
+        self._callback = CallbackSpec()
+        if self.has_custom_callback():
+            cls = type(self)
+            self._callback = CallbackSpec(type="python", name=f"{cls.__module__}:{cls.__qualname__}",
+                                          produces=getattr(cls, "produces", None))
+
+    def has_custom_callback(self):
+        return type(self).callback is not Step.callback
+
+    def callback(self, step: StepResult):  # overridden by custom steps
+        raise NotImplementedError
+
+    # callbacks, chainable like the seed's `.scatter()`
+
+    def scatter(self, item_key=None):
+        self._callback = CallbackSpec(type="scatter", item_key=item_key)
+        return self
+
+    def broadcast(self, n):
+        self._callback = CallbackSpec(type="broadcast", n=n)
+        return self
+
+    def aggregate(self, into=None, group_by=None):
+        self._callback = CallbackSpec(type="aggregate", into=into, group_by=group_by)
+        return self
+
+    def transform(self, kind, **params):
+        """A no-code transform: flatten, split_lines, split (delimiter=), pick (field=)."""
+        self._callback = CallbackSpec(type=kind, **params)
+        return self
+
+    def to_spec(self, index=0):
+        name = self.name or (_snake(type(self).__name__) if type(self) is not Step else f"step_{index + 1}")
+        if not self.prompt:
+            raise ValueError(f"step '{name}' has no prompt")
+        return StepSpec(
+            name=name,
+            prompt=self.prompt,
+            system=self.system or "",
+            model=ModelRef(provider=self.provider or "default", name=self.model or ""),
+            params=ModelParams(temperature=self.temperature, max_tokens=self.max_tokens),
+            output_format=self.output,
+            output_schema=self.schema,
+            output_key=self.output_key or re.sub(r"\W", "_", name).lower(),
+            callback=self._callback,
+        )
+
+
+class PipelineBuilder:
+    def __init__(self, name="Untitled pipeline", description=""):
+        self.name = name
+        self.description = description
+        self.steps = []
+        self.inputs = []
+
+    def __lshift__(self, step):
+        if isinstance(step, type):
+            step = step()
+        if not isinstance(step, Step):
+            raise TypeError("only Step objects can be added to a pipeline")
+        self.steps.append(step)
+        return self
+
+    def input(self, *args, **kwargs):
+        """`input(topic="x")` for one input, or `input([{...}, {...}])` for many."""
+        if args and kwargs:
+            raise TypeError("give inputs either as keyword arguments or as a list, not both")
+        if args:
+            if len(args) != 1 or not isinstance(args[0], list | tuple):
+                raise TypeError("input() takes one list of dicts")
+            self.inputs = [dict(row) for row in args[0]]
+        else:
+            self.inputs = [dict(kwargs)]
+        return self
+
+    def build(self):
+        spec = PipelineSpec(
+            name=self.name,
+            description=self.description,
+            steps=[s.to_spec(i) for i, s in enumerate(self.steps)],
+            inputs=self.inputs,
+        )
+        return PipelineSpec.load(spec.to_dict())  # the same checks as any other spec

@@ -1,0 +1,235 @@
+"""Run a pipeline from the terminal on the workers that `make run` started.
+
+Exit codes: 0 every task succeeded, 1 some failed (records still written),
+2 a bad argument or an invalid spec.
+"""
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from runner import engine, export, library
+from runner.models import Provider, Run
+from runner.spec import PipelineSpec, SpecError
+
+MAX_INPUTS = 1_000_000
+
+
+class BadArgument(Exception):
+    pass
+
+
+class Command(BaseCommand):
+    help = "Run a pipeline (a spec JSON file or a built-in template slug) and write its records."
+
+    def add_arguments(self, parser):
+        parser.add_argument("spec", help=f"a spec JSON file, or one of: {', '.join(library.slugs())}")
+        parser.add_argument("--input", action="append", default=[], metavar="KEY=VALUE",
+                            help="one input value (repeat for several keys)")
+        parser.add_argument("--inputs", metavar="FILE", help="many inputs: a .jsonl or .csv file")
+        parser.add_argument("--base-url", help="an OpenAI-compatible endpoint for every step, e.g. http://127.0.0.1:8001/v1")
+        parser.add_argument("--api-key", default="", help="the endpoint's API key (stored encrypted)")
+        parser.add_argument("--model", default="", help="the model every step uses")
+        parser.add_argument("--concurrency", type=int, help="calls in flight at once")
+        parser.add_argument("--output", help="where to write the records: .jsonl, .csv or .parquet")
+        parser.add_argument("--user", help="the owner of the run (default: the only user, else 'cli')")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def handle(self, *args, **opts):
+        try:
+            spec, inputs, output = self._prepare(opts)
+            user = self._user(opts["user"])
+            providers = {}
+            if opts["base_url"]:
+                provider = self._provider(user, opts["base_url"], opts["api_key"], opts["model"], opts["concurrency"])
+                providers = {"*": provider.pk, **{s.name: provider.pk for s in spec.steps}}
+            run = engine.launch_run(user, spec, inputs, providers=providers, model=opts["model"],
+                                    concurrency=opts["concurrency"])
+        except (BadArgument, SpecError, engine.LaunchError) as exc:
+            problems = getattr(exc, "problems", None) or [str(exc)]
+            self.stderr.write("Cannot start the run:")
+            for p in problems:
+                self.stderr.write(f"  - {p}")
+            sys.exit(2)
+        self.stderr.write(f"Run {run.code} started: {len(inputs)} input(s), {len(spec.steps)} step(s).")
+        try:
+            run = self._watch(run, quiet=opts["quiet"])
+        except KeyboardInterrupt:
+            engine.cancel_run(run)
+            self.stderr.write(f"\nCancelled run {run.code}; resume it later from the run page.")
+            sys.exit(130)
+        n = export.write_records(run, output)
+        self.stderr.write(f"Wrote {n} record(s) to {output}")
+        failures = engine.failure_summary(run)
+        if run.status != Run.COMPLETED or failures:
+            total = sum(c for c, _ in failures)
+            if failures:
+                self.stderr.write(f"{total} task(s) failed:")
+                for count, reason in failures[:20]:
+                    self.stderr.write(f"  {count} x {reason}")
+            if run.error:
+                self.stderr.write(run.error)
+            sys.exit(1)
+
+    # arguments
+
+    def _prepare(self, opts):
+        source = opts["spec"]
+        path = Path(source)
+        if path.suffix.lower() == ".json" or path.exists():
+            if not path.exists():
+                raise BadArgument(f"spec file {source} does not exist")
+            spec = PipelineSpec.load(path.read_bytes())
+        else:
+            template = library.get(source)
+            if template is None:
+                raise BadArgument(f"'{source}' is neither a spec file nor a template ({', '.join(library.slugs())})")
+            spec = template.spec
+        inputs = []
+        if opts["inputs"]:
+            inputs = read_inputs(opts["inputs"])
+        if opts["input"]:
+            row = {}
+            for item in opts["input"]:
+                key, sep, value = item.partition("=")
+                if not sep or not key.strip():
+                    raise BadArgument(f"--input '{item}' must look like KEY=VALUE")
+                row[key.strip()] = value
+            if inputs:
+                inputs = [{**r, **row} for r in inputs]
+            else:
+                inputs = [row]
+        if not inputs:
+            if not spec.inputs:
+                raise BadArgument(f"give inputs with --input KEY=VALUE or --inputs FILE (keys: {', '.join(spec.first_step_keys())})")
+            inputs = spec.inputs
+            self.stderr.write(f"No inputs given: using the spec's {len(inputs)} example input(s).")
+        if opts["concurrency"] is not None and not 1 <= opts["concurrency"] <= 10_000:
+            raise BadArgument("--concurrency must be between 1 and 10000")
+        if opts["base_url"]:
+            url = urlparse(opts["base_url"])
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise BadArgument(f"--base-url '{opts['base_url']}' is not an http(s) URL")
+        output = opts["output"] or f"{(library.get(source) and source) or path.stem}-records.jsonl"
+        if Path(output).suffix.lower() not in export.FORMATS:
+            raise BadArgument(f"--output must end in one of {', '.join(export.FORMATS)}")
+        return spec, inputs, output
+
+    def _user(self, username):
+        User = get_user_model()
+        if username:
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                raise BadArgument(f"no user named '{username}'")
+            return user
+        users = list(User.objects.all()[:2])
+        if len(users) == 1:
+            return users[0]
+        user, created = User.objects.get_or_create(username="cli")
+        if created:
+            user.set_unusable_password()
+            user.save()
+        return user
+
+    def _provider(self, user, base_url, api_key, model, concurrency):
+        name = f"cli {base_url}"[:100]
+        provider = Provider.objects.filter(owner=user, name=name).first() or Provider(owner=user, name=name)
+        provider.base_url = base_url
+        if api_key or not provider.pk:
+            provider.set_api_key(api_key)
+        if model:
+            provider.default_model = model
+        if concurrency:
+            provider.concurrency = concurrency
+        provider.save()
+        return provider
+
+    # progress
+
+    def _watch(self, run, quiet):
+        tty = self.stderr.isatty()
+        last_print = 0.0
+        warned = False
+        started = time.monotonic()
+        while True:
+            run.refresh_from_db()
+            state = engine.run_state(run)
+            now = time.monotonic()
+            if not quiet and (tty or now - last_print > 2 or not run.is_active):
+                self._draw(state, tty)
+                last_print = now
+            if not run.is_active:
+                return run
+            if run.status == Run.QUEUED and now - started > 15 and not warned:
+                self.stderr.write("\nNo worker has picked up the run yet: is `make run` running?")
+                warned = True
+            time.sleep(0.5)
+
+    def _draw(self, state, tty):
+        lines = []
+        for st in state["steps"]:
+            c = st["counts"]
+            total = sum(c.values())
+            finished = c["done"] + c["failed"] + c["cancelled"]
+            width = 30
+            filled = int(width * finished / total) if total else 0
+            bar = "#" * filled + "-" * (width - filled)
+            lines.append(f"{st['name'][:18]:<18} [{bar}] {finished}/{total}"
+                         + (f"  {c['failed']} failed" if c["failed"] else "")
+                         + (f"  {c['running']} running" if c["running"] else ""))
+        lines.append(f"status: {state['status']}  records: {state['records']}")
+        text = "\n".join(lines)
+        if tty:
+            self.stderr.write(text + f"\x1b[{len(lines)}A\r", ending="")
+            if state["status"] not in ("queued", "running"):
+                self.stderr.write("\n" * len(lines))
+        else:
+            self.stderr.write(text)
+
+
+def read_inputs(name):
+    path = Path(name)
+    if not path.exists():
+        raise BadArgument(f"inputs file {name} does not exist")
+    suffix = path.suffix.lower()
+    rows = []
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            if suffix == ".jsonl":
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError as exc:
+                        raise BadArgument(f"{name} line {n} is not valid JSON: {exc}") from None
+                    if not isinstance(row, dict):
+                        raise BadArgument(f"{name} line {n} is not a JSON object")
+                    rows.append(row)
+                    if len(rows) > MAX_INPUTS:
+                        raise BadArgument(f"{name} has more than {MAX_INPUTS} inputs")
+            elif suffix == ".csv":
+                reader = csv.DictReader(fh)
+                if not reader.fieldnames:
+                    raise BadArgument(f"{name} has no header row")
+                for row in reader:
+                    rows.append({k.strip(): v for k, v in row.items() if k})
+                    if len(rows) > MAX_INPUTS:
+                        raise BadArgument(f"{name} has more than {MAX_INPUTS} inputs")
+            else:
+                raise BadArgument(f"inputs file {name} must be .jsonl or .csv")
+    except UnicodeDecodeError:
+        raise BadArgument(f"{name} is not UTF-8 text") from None
+    if not rows:
+        raise BadArgument(f"{name} holds no inputs")
+    return rows
+
+
+# CommandError is Django's way; we exit with our own codes instead.
+__all__ = ["Command", "CommandError"]

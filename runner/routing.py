@@ -1,0 +1,7 @@
+from django.urls import path
+
+from .consumers import RunConsumer
+
+websocket_urlpatterns = [
+    path("ws/runs/<uuid:code>/", RunConsumer.as_asgi()),
+]

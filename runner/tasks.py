@@ -1,0 +1,50 @@
+"""Celery tasks: adapters of a few lines around the engine. They take ids only."""
+
+import logging
+import threading
+import time
+
+from celery import shared_task
+from celery.signals import worker_ready, worker_shutting_down
+from django.conf import settings
+
+from . import engine
+
+log = logging.getLogger("runner.tasks")
+
+
+@shared_task(name="runner.drive_run", ignore_result=True)
+def drive_run(run_id):
+    engine.Driver(run_id).run()
+
+
+@shared_task(name="runner.watchdog", ignore_result=True)
+def watchdog():
+    """Restart drivers for runs that nobody is driving (their worker died or stopped)."""
+    from .models import Run
+
+    for run_id in engine.orphaned_runs():
+        run = Run.objects.filter(pk=run_id).first()
+        if run is not None:
+            log.warning("run %s has no live driver: starting one", run_id)
+            engine.start_drivers(run, 1)
+
+
+def _watchdog_loop():
+    while not engine.stopping.is_set():
+        try:
+            watchdog()
+        except Exception:
+            log.warning("watchdog pass failed", exc_info=True)
+        engine.stopping.wait(settings.RUNNER_WATCHDOG_SECONDS)
+
+
+@worker_ready.connect
+def _start_watchdog(**kwargs):
+    time.sleep(0)
+    threading.Thread(target=_watchdog_loop, name="runner-watchdog", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def _stop_drivers(**kwargs):
+    engine.stopping.set()

@@ -1,0 +1,601 @@
+"""A real HTTP fake of the OpenAI chat completions API, for tests and the benchmark.
+
+In-process (its own thread and event loop)::
+
+    with FakeOpenAI(latency=0.05) as fake:
+        fake.url             # http://127.0.0.1:PORT/v1
+        fake.configure(fail_status=429, fail_first_n=1, retry_after=0.1)
+        fake.stats()         # same JSON as GET /_admin/stats
+
+As a subprocess::
+
+    python -m tests.fakes.openai_server --port 8001 --latency 0.2
+    # prints "READY http://127.0.0.1:8001/v1" once listening
+
+Endpoints: POST /v1/chat/completions, GET /v1/models, POST /_admin/config (a JSON
+object of behaviour settings; it replaces the previous ones, keys left out fall
+back to the settings the server was started with), GET /_admin/stats,
+POST /_admin/reset (clears stats and counters, restores the start-up settings).
+
+Replies are made from the last user message so pipelines work unchanged: asked
+for a "list" / "JSON array" it answers a JSON list of N strings (N from "5" or
+"five" in the prompt, else 3); asked for JSON it answers {"answer": ...}; asked to
+write a question it answers "What is ...?"; otherwise "Answer: <echo>".
+
+Behaviour settings (constructor keywords, --config JSON, or POST /_admin/config):
+  latency                seconds to wait before answering
+  prose                  wrap JSON answers in chatty prose and a ```json fence
+  never_json_for         substrings: matching prompts get prose with no JSON at all
+  fail_status            status for the first `fail_first_n` requests of each prompt
+  fail_first_n           (default status 500)
+  retry_after            Retry-After seconds sent with fail_status answers
+  fail_for               {substring: status}: matching prompts always fail so
+  error_body             "openai" ({"error": {"message", "type", "code"}}),
+                         "string" ({"error": "..."}) or "text" (plain text)
+  error_message          overrides the message of injected failures
+  rate_limit_rps         429 (with Retry-After) beyond that many answers a second
+  hang_for               substrings: matching prompts never answer (1 hour)
+  malformed_for          substrings: matching prompts get a 200 that is not JSON
+  refuse_for             substrings: matching prompts get content null + refusal
+  reject_response_format 400 whenever `response_format` is sent
+  models                 list of model ids accepted (others: 404); None accepts any
+"""
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+
+from aiohttp import web
+
+DEFAULTS = {
+    "latency": 0.0,
+    "prose": False,
+    "never_json_for": [],
+    "fail_status": None,
+    "fail_first_n": 0,
+    "retry_after": None,
+    "fail_for": {},
+    "error_body": "openai",
+    "error_message": None,
+    "rate_limit_rps": None,
+    "hang_for": [],
+    "malformed_for": [],
+    "refuse_for": [],
+    "reject_response_format": False,
+    "models": None,
+}
+
+HANG_SECONDS = 3600.0
+RECENT = 50
+
+_NUMBER_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19, "twenty": 20,
+}  # fmt: skip
+_NUMBER_RE = re.compile(r"\b(\d{1,3}|" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
+_LIST_RE = re.compile(r"\blist\b|json\s+array", re.I)
+_JSON_RE = re.compile(r"\bjson\b", re.I)
+_TOPIC_RE = re.compile(r".*\b(?:about|regarding|on|for)\s+([^.?!]+)", re.I)
+_TOPIC_TAIL_RE = re.compile(r"[\s,;:]+(?:as|in|with|using|formatted)\b.*\bjson\b.*$", re.I)
+_STATUS_TEXT = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
+    404: ("invalid_request_error", "model_not_found"),
+    408: ("timeout", "timeout"),
+    429: ("rate_limit_exceeded", "rate_limit_exceeded"),
+}
+
+
+def _listify(value):
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def _matches(prompt, substrings):
+    return any(s and s in prompt for s in substrings)
+
+
+def _words(text):
+    return len(text.split())
+
+
+def last_user_text(messages):
+    """The text of the last user message (content may be a string or a list of parts)."""
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role", "user") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return ""
+    return ""
+
+
+def _count(prompt):
+    match = _NUMBER_RE.search(prompt)
+    if not match:
+        return 3
+    word = match.group(1).lower()
+    n = int(word) if word.isdigit() else _NUMBER_WORDS[word]
+    return min(n, 100) if n > 0 else 3
+
+
+def _topic(prompt):
+    flat = " ".join(prompt.split())
+    match = _TOPIC_RE.match(flat)
+    text = match.group(1) if match else " ".join(flat.split()[:6])
+    text = _TOPIC_TAIL_RE.sub("", text)
+    text = text.strip(" :;,\"'`").translate(str.maketrans("", "", '[]{}`"'))
+    if len(text) > 60:
+        text = text[:60].rsplit(" ", 1)[0]
+    return text or "the topic"
+
+
+def make_reply(prompt, *, json_object=False, prose=False, never_json=False):
+    """The default answer to a prompt, as text."""
+    digest = hashlib.blake2s(prompt.encode(), digest_size=3).hexdigest()
+    topic = _topic(prompt)
+    wants_list = bool(_LIST_RE.search(prompt))
+    wants_object = not wants_list and (json_object or bool(_JSON_RE.search(prompt)))
+    if never_json and (wants_list or wants_object):
+        return (
+            f"I would rather not format this as requested. Here are my thoughts about "
+            f"{topic}: it is an interesting subject with many sides worth exploring."
+        )
+    if wants_list:
+        data = [f"{topic} item {i} ({digest})" for i in range(1, _count(prompt) + 1)]
+    elif wants_object:
+        data = {"answer": f"{topic} ({digest})"}
+    else:
+        low = prompt.lower()
+        if "question" in low and "answer" not in low:
+            return f"What is {topic} ({digest})?"
+        echo = " ".join(prompt.split())
+        if len(echo) > 100:
+            echo = echo[:100].rsplit(" ", 1)[0] + "..."
+        return f"Answer: {echo}"
+    text = json.dumps(data)
+    if prose:
+        kind = "list" if wants_list else "answer"
+        return f"Sure! Here is the {kind}:\n```json\n{text}\n```\nHope this helps"
+    return text
+
+
+class FakeState:
+    """Behaviour settings and counters; touched only from the server's event loop."""
+
+    def __init__(self, config=None, api_key=None):
+        self.api_key = api_key
+        unknown = set(config or {}) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        self.initial = {**DEFAULTS, **(config or {})}
+        self.config = dict(self.initial)
+        self.stopping = None  # an asyncio.Event, set when the server shuts down
+        self.reset()
+
+    def set_config(self, config):
+        unknown = set(config) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        self.config = {**self.initial, **config}
+        self.fail_seen = {}
+
+    def reset(self):
+        self.config = dict(self.initial)
+        self.total = 0
+        self.per_prompt = {}
+        self.fail_seen = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.per_second = {}
+        self.statuses = {}
+        self.recent = deque(maxlen=RECENT)
+        self.window = deque()  # monotonic times of answers, for rate_limit_rps
+        self.next_id = 0
+
+    def stats(self):
+        return {
+            "total": self.total,
+            "per_prompt": dict(self.per_prompt),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "max_concurrent": self.max_in_flight,
+            "per_second": [[s, n] for s, n in sorted(self.per_second.items())],
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "recent": list(self.recent),
+            "config": self.config,
+        }
+
+
+def _json_response(data, status=200, headers=None):
+    return web.Response(
+        body=json.dumps(data).encode(),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+def make_app(state: FakeState) -> web.Application:
+    def error(status, message, *, retry_after=None, code=None, kind=None):
+        cfg = state.config
+        default_kind, default_code = _STATUS_TEXT.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        headers = {}
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(0, math.ceil(float(retry_after))))
+            headers["retry-after-ms"] = str(int(float(retry_after) * 1000))
+        style = cfg.get("error_body", "openai")
+        if style == "text":
+            return web.Response(text=message, status=status, headers=headers)
+        if style == "string":
+            return _json_response({"error": message}, status, headers)
+        body = {
+            "error": {
+                "message": message,
+                "type": kind or default_kind,
+                "param": None,
+                "code": code or default_code,
+            }
+        }
+        return _json_response(body, status, headers)
+
+    def finish(status):
+        state.statuses[status] = state.statuses.get(status, 0) + 1
+
+    async def hang():
+        """Wait an hour, or until the server shuts down."""
+        if state.stopping is None:
+            await asyncio.sleep(HANG_SECONDS)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.stopping.wait(), HANG_SECONDS)
+
+    async def chat(request: web.Request):
+        state.total += 1
+        state.in_flight += 1
+        if state.in_flight > state.max_in_flight:
+            state.max_in_flight = state.in_flight
+        second = int(time.time())
+        state.per_second[second] = state.per_second.get(second, 0) + 1
+        status = 500
+        try:
+            response = await answer(request)
+            status = response.status
+            return response
+        except asyncio.CancelledError:
+            status = 499  # the client went away first
+            raise
+        finally:
+            state.in_flight -= 1
+            finish(status)
+
+    async def answer(request: web.Request):
+        cfg = state.config
+        auth = request.headers.get("Authorization")
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return error(400, "We could not parse the JSON body of your request.")
+        messages = body.get("messages")
+        prompt = last_user_text(messages)
+        state.per_prompt[prompt] = state.per_prompt.get(prompt, 0) + 1
+        model = body.get("model")
+        state.recent.append(
+            {
+                "prompt": prompt,
+                "model": model,
+                "authorization": auth,
+                "response_format": body.get("response_format"),
+                "temperature": body.get("temperature"),
+                "max_tokens": body.get("max_tokens"),
+                "top_p": body.get("top_p"),
+            }
+        )
+
+        if state.api_key is not None and auth != f"Bearer {state.api_key}":
+            return error(401, "Incorrect API key provided.")
+        if not isinstance(messages, list) or not messages:
+            return error(400, "'messages' is a required property")
+        if not model:
+            return error(400, "you must provide a model parameter")
+        if cfg["models"] is not None and model not in cfg["models"]:
+            return error(
+                404, f"The model `{model}` does not exist or you do not have access to it."
+            )
+        if cfg["reject_response_format"] and "response_format" in body:
+            return error(400, "response_format is not supported by this model")
+
+        rps = cfg["rate_limit_rps"]
+        if rps:
+            now = time.monotonic()
+            window = state.window
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) >= rps:
+                wait_s = max(0.001, window[0] + 1.0 - now)
+                return error(
+                    429,
+                    f"Rate limit reached: limit {rps} requests per second.",
+                    retry_after=wait_s,
+                )
+            window.append(now)
+
+        if _matches(prompt, _listify(cfg["hang_for"])):
+            await hang()
+            return error(504, "gateway timeout")
+
+        latency = float(cfg["latency"] or 0)
+        if latency > 0:
+            await asyncio.sleep(latency)
+
+        for needle, fail_status in (cfg["fail_for"] or {}).items():
+            if needle and needle in prompt:
+                return error(
+                    int(fail_status), cfg["error_message"] or _default_message(fail_status)
+                )
+        if cfg["fail_first_n"]:
+            seen = state.fail_seen[prompt] = state.fail_seen.get(prompt, 0) + 1
+            if seen <= int(cfg["fail_first_n"]):
+                fail_status = int(cfg["fail_status"] or 500)
+                return error(
+                    fail_status,
+                    cfg["error_message"] or _default_message(fail_status),
+                    retry_after=cfg["retry_after"],
+                )
+        if _matches(prompt, _listify(cfg["malformed_for"])):
+            return web.Response(
+                text="<html><body>502 upstream hiccup</body></html>",
+                status=200,
+                content_type="text/html",
+            )
+
+        state.next_id += 1
+        prompt_tokens = sum(
+            _words(m.get("content") if isinstance(m.get("content"), str) else "")
+            for m in messages
+            if isinstance(m, dict)
+        )
+        if _matches(prompt, _listify(cfg["refuse_for"])):
+            message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+            completion_tokens = 5
+        else:
+            rf = body.get("response_format")
+            json_object = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+            text = make_reply(
+                prompt,
+                json_object=json_object,
+                prose=bool(cfg["prose"]),
+                never_json=_matches(prompt, _listify(cfg["never_json_for"])),
+            )
+            message = {"role": "assistant", "content": text}
+            completion_tokens = _words(text)
+        return _json_response(
+            {
+                "id": f"chatcmpl-fake{state.next_id}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    async def models(request):
+        ids = state.config["models"] or ["fake-model"]
+        return _json_response(
+            {
+                "object": "list",
+                "data": [{"id": i, "object": "model", "owned_by": "fake"} for i in ids],
+            }
+        )
+
+    async def admin_config(request):
+        try:
+            config = await request.json()
+            if not isinstance(config, dict):
+                raise ValueError("expected a JSON object")
+            state.set_config(config)
+        except ValueError as exc:
+            return _json_response({"error": str(exc)}, 400)
+        return _json_response({"ok": True, "config": state.config})
+
+    async def admin_stats(request):
+        return _json_response(state.stats())
+
+    async def admin_reset(request):
+        state.reset()
+        return _json_response({"ok": True})
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/_admin/config", admin_config)
+    app.router.add_get("/_admin/stats", admin_stats)
+    app.router.add_post("/_admin/reset", admin_reset)
+    return app
+
+
+def _default_message(status):
+    if status == 429:
+        return "Rate limit reached for requests. Please try again later."
+    if status >= 500:
+        return "The server had an error while processing your request."
+    return f"Request failed with status {status}."
+
+
+def _listening_socket(host, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(state, sock, started=None, stop=None):
+    """Serve until `stop` (an asyncio.Event) is set."""
+    state.stopping = stop or asyncio.Event()
+    runner = web.AppRunner(
+        make_app(state),
+        access_log=None,
+        handle_signals=False,
+        handler_cancellation=True,
+        shutdown_timeout=0.5,
+    )
+    await runner.setup()
+    site = web.SockSite(runner, sock, backlog=4096, shutdown_timeout=0.5)
+    await site.start()
+    if started is not None:
+        started()
+    try:
+        await state.stopping.wait()
+    finally:
+        await runner.cleanup()
+
+
+class FakeOpenAI:
+    """The fake in a background thread with its own event loop."""
+
+    def __init__(self, latency=0.0, port=0, *, host="127.0.0.1", api_key=None, **config):
+        self.host = host
+        self.port = port
+        self.state = FakeState({**config, "latency": latency}, api_key=api_key)
+        self._thread = None
+        self._loop = None
+        self._stop = None
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def admin_url(self):
+        return f"http://{self.host}:{self.port}/_admin"
+
+    def start(self):
+        if self._thread is not None:
+            return self
+        sock = _listening_socket(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+        failure = []
+
+        def run():
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._stop = asyncio.Event()
+            try:
+                loop.run_until_complete(_serve(self.state, sock, ready.set, self._stop))
+            except BaseException as exc:  # pragma: no cover - reported to start()
+                failure.append(exc)
+                ready.set()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"fake-openai-{self.port}", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise RuntimeError("fake OpenAI server failed to start") from failure[0]
+        return self
+
+    def stop(self):
+        if self._thread is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _call(self, fn, *args):
+        """Run fn(*args) on the server's loop and return its result."""
+
+        async def call():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(10)
+
+    def configure(self, **config):
+        """Replace the behaviour settings (keys left out take their start-up value)."""
+        self._call(self.state.set_config, config)
+
+    def reset(self):
+        self._call(self.state.reset)
+
+    def stats(self):
+        return json.loads(json.dumps(self._call(self.state.stats)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--config", default=None, help="JSON object of behaviour settings")
+    args = parser.parse_args(argv)
+    config = json.loads(args.config) if args.config else {}
+    config["latency"] = args.latency
+    state = FakeState(config, api_key=args.api_key)
+    sock = _listening_socket(args.host, args.port)
+    port = sock.getsockname()[1]
+
+    async def run():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+
+        def started():
+            print(f"READY http://{args.host}:{port}/v1", flush=True)
+
+        await _serve(state, sock, started, stop)
+
+    try:
+        import uvloop  # noqa: F401  (optional, faster when installed)
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

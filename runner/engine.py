@@ -36,7 +36,6 @@ from .spec import WAITING_CALLBACKS, OutputFormat, PipelineSpec, SpecError
 log = logging.getLogger("runner.engine")
 
 CACHE_TTL = 7 * 24 * 3600
-RUN_ALIVE_TTL = 15
 stopping = threading.Event()  # set when the worker shuts down
 
 
@@ -137,7 +136,7 @@ def start_drivers(run, count=None):
 
     count = count or settings.RUNNER_DRIVERS_PER_RUN
     try:
-        limits.client().set(f"pd:run-alive:{run.pk}", "queued", ex=60)
+        limits.client().set(f"pd:run-alive:{run.pk}", "queued", ex=max(60, settings.RUNNER_HEARTBEAT_TTL))
     except Exception:  # Redis down: the watchdog starts the driver later
         log.warning("could not mark run %s as queued in Redis", run.pk)
     for _ in range(count):
@@ -370,8 +369,8 @@ class Driver:
         idle_since = None
         while True:
             now = time.monotonic()
-            if now - self.last["alive"] > 2:
-                limits.client().set(f"pd:run-alive:{self.run_id}", self.id, ex=RUN_ALIVE_TTL)
+            if now - self.last["alive"] > settings.RUNNER_HEARTBEAT_TTL / 4:
+                limits.client().set(f"pd:run-alive:{self.run_id}", self.id, ex=settings.RUNNER_HEARTBEAT_TTL)
                 limits.heartbeat(self.id)
                 self.last["alive"] = now
             if now - self.last["grow"] > 0.5 or not self.grants:

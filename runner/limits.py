@@ -33,7 +33,6 @@ return mine
 """
 
 ALIVE_PREFIX = "pd:alive:"
-HEARTBEAT_TTL = 30
 
 _client = None
 _acquire_script = None
@@ -47,8 +46,8 @@ def client():
     return _client
 
 
-def heartbeat(holder, ttl=HEARTBEAT_TTL):
-    client().set(ALIVE_PREFIX + holder, "1", ex=ttl)
+def heartbeat(holder):
+    client().set(ALIVE_PREFIX + holder, "1", ex=settings.RUNNER_HEARTBEAT_TTL)
 
 
 def is_alive(holder):

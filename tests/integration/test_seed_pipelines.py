@@ -1,30 +1,13 @@
 """The seed's pipelines end to end: real Redis, a real Celery worker, a fake OpenAI server."""
 
-import time
-
 import pytest
 
 from runner import engine, library
-from runner.models import Provider, Record, Run, Task
+from runner.models import Record, Run, Task
+
+from .helpers import provider_for, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def provider_for(owner, fake, concurrency=50):
-    p = Provider(owner=owner, name="fake", base_url=fake.url, default_model="fake-model", concurrency=concurrency)
-    p.set_api_key("sk-test-1234")
-    p.save()
-    return p
-
-
-def wait_for(run, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        run.refresh_from_db()
-        if not run.is_active:
-            return run
-        time.sleep(0.2)
-    raise AssertionError(f"run still {run.status} after {timeout}s: {engine.run_state(run)}")
 
 
 def test_qa_from_topics_end_to_end(owner, worker, fake_llm):

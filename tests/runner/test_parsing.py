@@ -78,7 +78,7 @@ def test_plain_json_object():
 
 
 def test_whitespace_around_json():
-    assert parse_output('\n\n  [1, 2]  \n', LIST) == [1, 2]
+    assert parse_output("\n\n  [1, 2]  \n", LIST) == [1, 2]
 
 
 def test_empty_list_and_object():
@@ -114,7 +114,7 @@ def test_json_fence():
 
 
 def test_bare_fence():
-    reply = "```\n{\"title\": \"x\"}\n```"
+    reply = '```\n{"title": "x"}\n```'
     assert parse_output(reply, OBJECT) == {"title": "x"}
 
 
@@ -498,7 +498,7 @@ def test_huge_python_literal_is_found():
         "{a} " * 250_000,
         "see [it] " * 120_000,
         '"' * 1_000_000,
-        "[\"" * 500_000,
+        '["' * 500_000,
         "x" * 1_000_000,
     ],
     ids=[

@@ -1,0 +1,22 @@
+import time
+
+from runner import engine
+from runner.models import Provider
+
+
+def provider_for(owner, fake, concurrency=50, name="fake"):
+    p = Provider(owner=owner, name=name, base_url=fake.url, default_model="fake-model", concurrency=concurrency)
+    p.set_api_key("sk-test-1234")
+    p.save()
+    return p
+
+
+def wait_for(run, timeout=60, until=None):
+    """Wait until the run stops being active (or `until(run)` holds)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run.refresh_from_db()
+        if (until(run) if until else not run.is_active):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run still {run.status} after {timeout}s: {engine.run_state(run)}")

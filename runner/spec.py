@@ -186,6 +186,7 @@ class PipelineSpec(_Model):
                 out.append(f"input key '{key}' must start with a letter and hold only letters, digits and _")
         seen_names, seen_keys = {}, {}
         contexts = self.contexts()
+        first_keys = set(self.first_step_keys())
         for i, step in enumerate(self.steps):
             where = f"step {i + 1} ('{step.name}')"
             if step.name in seen_names:
@@ -196,10 +197,17 @@ class PipelineSpec(_Model):
             elif step.output_key in seen_keys:
                 out.append(f"{where}: output key '{step.output_key}' is already made by step {seen_keys[step.output_key] + 1}; choose another")
             seen_keys.setdefault(step.output_key, i)
-            out.extend(f"{where}: {p}" for p in _callback_problems(step, i == len(self.steps) - 1))
+            out.extend(f"{where}: {p}" for p in _callback_problems(step))
+            ctx = contexts[i]
+            if ctx is not None:
+                cb = step.callback
+                if step.output_key in first_keys:
+                    out.append(f"{where}: output key '{step.output_key}' is already one of the pipeline's inputs; choose another")
+                if cb.type == "aggregate" and cb.group_by and cb.group_by not in ctx:
+                    made = ", ".join(sorted(ctx)) or "nothing"
+                    out.append(f"{where}: aggregate groups by '{cb.group_by}', which this step's tasks do not carry (available: {made})")
             if step.output_schema is not None and step.output_format != OutputFormat.JSON_OBJECT:
                 out.append(f"{where}: a schema only applies to the 'JSON object' output format")
-            ctx = contexts[i]
             for field_name in ("prompt", "system"):
                 source = getattr(step, field_name)
                 try:
@@ -234,7 +242,7 @@ class PipelineSpec(_Model):
             if bad:
                 out.append(f"input {n}: key {bad[0]!r} must start with a letter and hold only letters, digits and _")
             if len(out) >= 20:
-                out.append("(more problems not shown)")
+                out = out[:20] + ["(more problems not shown)"]
                 break
         return out
 
@@ -242,7 +250,7 @@ class PipelineSpec(_Model):
         return [f"{s.name}: {s.fan}" for s in self.steps]
 
 
-def _callback_problems(step, is_last):
+def _callback_problems(step):
     cb = step.callback
     t = cb.type
     out = []

@@ -73,7 +73,7 @@ def _new_session() -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(
             total=DEFAULT_TIMEOUT.read, sock_connect=DEFAULT_TIMEOUT.connect
         ),
-        trust_env=True,  # HTTPS_PROXY / NO_PROXY, as httpx honours them
+        trust_env=False,
         auto_decompress=True,
     )
 

@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 
 from .base import Completion, CompletionRequest, Provider, ProviderError
-from .http import get_client
+from .http import get_session
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 MAX_ERROR_CHARS = 500
@@ -45,7 +45,23 @@ def parse_retry_after(headers) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def error_message(response: httpx.Response) -> str:
+class _Reply:
+    """What came back, whichever client fetched it."""
+
+    __slots__ = ("status", "reason", "headers", "content")
+
+    def __init__(self, status, reason, headers, content):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # case-insensitive mapping
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+def error_message(response: _Reply) -> str:
     """The provider's own explanation, from the usual error body shapes."""
     text = response.text
     message = None
@@ -71,14 +87,14 @@ def error_message(response: httpx.Response) -> str:
     return " ".join(message.split())[:MAX_ERROR_CHARS]
 
 
-def _status_line(response: httpx.Response) -> str:
-    reason = response.reason_phrase
+def _status_line(response: _Reply) -> str:
+    reason = response.reason
     if not reason:
         try:
-            reason = HTTPStatus(response.status_code).phrase
+            reason = HTTPStatus(response.status).phrase
         except ValueError:
             reason = ""
-    return f"{response.status_code} {reason}".strip()
+    return f"{response.status} {reason}".strip()
 
 
 def _message_text(content) -> str | None:
@@ -95,6 +111,12 @@ def _message_text(content) -> str | None:
 
 
 class OpenAICompatible(Provider):
+    """Chat completions over HTTP.
+
+    With no `client`, calls go through the event loop's shared aiohttp session
+    (see `http.py`); pass an `httpx.AsyncClient` as `client` to use it instead.
+    """
+
     kind = "openai"
 
     def __init__(self, base_url, api_key="", *, client=None, default_model=""):
@@ -133,25 +155,44 @@ class OpenAICompatible(Provider):
             payload["response_format"] = {"type": "json_object"}
         return json.dumps(payload, ensure_ascii=False).encode()
 
-    async def _post(self, body: bytes, timeout: float) -> httpx.Response:
-        client = self._client or get_client()
+    async def _post(self, body: bytes, timeout: float) -> _Reply:
         try:
-            # httpx's timeout is per phase (and per read with aiohttp); the outer
-            # one bounds the whole call, so a trickling server cannot stall it.
-            async with asyncio.timeout(timeout):
-                return await client.post(
-                    self.url,
-                    content=body,
-                    headers=self._headers,
-                    timeout=httpx.Timeout(timeout),
-                )
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            if self._client is None:
+                return await self._post_aiohttp(body, timeout)
+            return await self._post_httpx(body, timeout)
+        except (
+            httpx.UnsupportedProtocol,
+            httpx.InvalidURL,
+            aiohttp.InvalidURL,
+            aiohttp.NonHttpUrlClientError,
+        ) as exc:
             raise ProviderError(f"bad provider URL {self.url!r}: {exc}", transient=False) from exc
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise ProviderError(f"request timed out after {timeout:g}s", transient=True) from exc
         except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
             detail = str(exc) or type(exc).__name__
             raise ProviderError(f"connection error: {detail}", transient=True) from exc
+
+    async def _post_aiohttp(self, body: bytes, timeout: float) -> _Reply:
+        session = get_session()
+        async with session.post(
+            self.url,
+            data=body,
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+        ) as resp:
+            content = await resp.read()
+            return _Reply(resp.status, resp.reason, resp.headers, content)
+
+    async def _post_httpx(self, body: bytes, timeout: float) -> _Reply:
+        # httpx's timeout is per phase (and per read); the outer one bounds the
+        # whole call, so a server that trickles bytes cannot stall it.
+        async with asyncio.timeout(timeout):
+            resp = await self._client.post(
+                self.url, content=body, headers=self._headers, timeout=httpx.Timeout(timeout)
+            )
+        return _Reply(resp.status_code, resp.reason_phrase, resp.headers, resp.content)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         model = request.model or self.default_model
@@ -161,7 +202,7 @@ class OpenAICompatible(Provider):
         json_object = self._wants_json_object(request)
         while True:
             response = await self._post(self._payload(request, model, json_object), request.timeout)
-            status = response.status_code
+            status = response.status
             if 200 <= status < 300:
                 break
             if json_object and status in (400, 422) and _mentions_response_format(response.text):
@@ -173,8 +214,8 @@ class OpenAICompatible(Provider):
         latency_ms = int((time.perf_counter() - started) * 1000)
         return self._parse(response, request, latency_ms)
 
-    def _status_error(self, response: httpx.Response) -> ProviderError:
-        status = response.status_code
+    def _status_error(self, response: _Reply) -> ProviderError:
+        status = response.status
         detail = error_message(response)
         message = f"{_status_line(response)}: {detail}" if detail else _status_line(response)
         if status in TRANSIENT_STATUSES or status >= 500:
@@ -191,7 +232,7 @@ class OpenAICompatible(Provider):
             return ProviderError(
                 f"provider returned a malformed response: {why}",
                 transient=True,
-                status=response.status_code,
+                status=response.status,
             )
 
         try:
@@ -216,7 +257,7 @@ class OpenAICompatible(Provider):
                 raise ProviderError(
                     f"the model refused: {str(refusal)[:MAX_ERROR_CHARS]}",
                     transient=False,
-                    status=response.status_code,
+                    status=response.status,
                 )
             finish = choices[0].get("finish_reason")
             raise malformed(f"no message content (finish_reason={finish!r})")

@@ -5,7 +5,8 @@ from runner.models import Provider
 
 
 def provider_for(owner, fake, concurrency=50, name="fake"):
-    p = Provider(owner=owner, name=name, base_url=fake.url, default_model="fake-model", concurrency=concurrency)
+    p = Provider.objects.filter(owner=owner, name=name).first() or Provider(owner=owner, name=name)
+    p.base_url, p.default_model, p.concurrency = fake.url, "fake-model", concurrency
     p.set_api_key("sk-test-1234")
     p.save()
     return p

@@ -124,7 +124,7 @@ def test_undefined_inside_loop_raises_template_error():
 
 def test_syntax_error_names_the_line():
     with pytest.raises(TemplateError) as info:
-        render("line one\nline two\n{{ broken \nline four", {"broken": 1})
+        render("line one\nline two\n{{ broken ) }}\nline four", {"broken": 1})
     assert str(info.value).startswith("line 3: ")
 
 

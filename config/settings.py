@@ -165,7 +165,9 @@ RUNNER_MAX_TRANSIENT_RETRIES = envint("RUNNER_MAX_TRANSIENT_RETRIES", 5)
 RUNNER_BACKOFF_BASE = envfloat("RUNNER_BACKOFF_BASE", 0.5)
 RUNNER_BACKOFF_MAX = envfloat("RUNNER_BACKOFF_MAX", 30)
 RUNNER_PARSE_RETRIES = envint("RUNNER_PARSE_RETRIES", 2)
-RUNNER_CALLBACK_PACKAGES = os.getenv("RUNNER_CALLBACK_PACKAGES", "runner,tests,pipelines").split(",")
+RUNNER_CALLBACK_PACKAGES = os.getenv("RUNNER_CALLBACK_PACKAGES", "runner,tests,pipelines").split(
+    ","
+)
 
 # The provider every step uses unless the step or the run names another.
 DEFAULT_LLM_BASE_URL = os.getenv("DEFAULT_LLM_BASE_URL", "")

@@ -40,11 +40,30 @@ class Step:
     temperature = 0.7
     max_tokens = None
 
-    def __init__(self, prompt=None, *, name=None, output_key=None, output=None, system=None,
-                 schema=None, provider=None, model=None, temperature=_UNSET, max_tokens=_UNSET):
-        for attr, value in (("prompt", prompt), ("name", name), ("output_key", output_key),
-                            ("output", output), ("system", system), ("schema", schema),
-                            ("provider", provider), ("model", model)):
+    def __init__(
+        self,
+        prompt=None,
+        *,
+        name=None,
+        output_key=None,
+        output=None,
+        system=None,
+        schema=None,
+        provider=None,
+        model=None,
+        temperature=_UNSET,
+        max_tokens=_UNSET,
+    ):
+        for attr, value in (
+            ("prompt", prompt),
+            ("name", name),
+            ("output_key", output_key),
+            ("output", output),
+            ("system", system),
+            ("schema", schema),
+            ("provider", provider),
+            ("model", model),
+        ):
             if value is not None:
                 setattr(self, attr, value)
         if temperature is not _UNSET:
@@ -54,8 +73,11 @@ class Step:
         self._callback = CallbackSpec()
         if self.has_custom_callback():
             cls = type(self)
-            self._callback = CallbackSpec(type="python", name=f"{cls.__module__}:{cls.__qualname__}",
-                                          produces=getattr(cls, "produces", None))
+            self._callback = CallbackSpec(
+                type="python",
+                name=f"{cls.__module__}:{cls.__qualname__}",
+                produces=getattr(cls, "produces", None),
+            )
 
     def has_custom_callback(self):
         return type(self).callback is not Step.callback
@@ -83,7 +105,9 @@ class Step:
         return self
 
     def to_spec(self, index=0):
-        name = self.name or (_snake(type(self).__name__) if type(self) is not Step else f"step_{index + 1}")
+        name = self.name or (
+            _snake(type(self).__name__) if type(self) is not Step else f"step_{index + 1}"
+        )
         if not self.prompt:
             raise ValueError(f"step '{name}' has no prompt")
         return StepSpec(

@@ -101,7 +101,13 @@ def children_of(step, out: Output):
     else:
         raise CallbackError(f"callback '{t}' waits for the whole step")
     return [
-        Child(f"t{out.task_id}.{i}", child_seq(out.seq, i), c, variant=out.variant if t == "default" else 0, parent_id=out.task_id)
+        Child(
+            f"t{out.task_id}.{i}",
+            child_seq(out.seq, i),
+            c,
+            variant=out.variant if t == "default" else 0,
+            parent_id=out.task_id,
+        )
         for i, c in enumerate(items)
     ]
 

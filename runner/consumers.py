@@ -38,7 +38,9 @@ class RunConsumer(AsyncWebsocketConsumer):
         if isinstance(message, dict) and message.get("type") == "state":
             await self.run_refresh()
         else:
-            await self.send(json.dumps({"type": "error", "error": "unknown message; send {\"type\": \"state\"}"}))
+            await self.send(
+                json.dumps({"type": "error", "error": 'unknown message; send {"type": "state"}'})
+            )
 
     async def run_refresh(self):
         await self.run.arefresh_from_db()

@@ -22,4 +22,6 @@ def decrypt(token):
     try:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken:
-        raise ValueError("the stored API key cannot be decrypted with this SECRET_KEY; enter the key again") from None
+        raise ValueError(
+            "the stored API key cannot be decrypted with this SECRET_KEY; enter the key again"
+        ) from None

@@ -30,7 +30,13 @@ from . import aio, limits, progress, templating
 from .callbacks import CallbackError, Child, Output, StepResult, children_of, gather, root_seq
 from .models import Provider, Record, Run, Task
 from .parsing import ParseError, parse_output
-from .providers import Completion, CompletionRequest, ProviderError, build_provider, complete_with_retries
+from .providers import (
+    Completion,
+    CompletionRequest,
+    ProviderError,
+    build_provider,
+    complete_with_retries,
+)
 from .spec import WAITING_CALLBACKS, OutputFormat, PipelineSpec, SpecError
 
 log = logging.getLogger("runner.engine")
@@ -73,25 +79,42 @@ def resolve_endpoints(run, spec):
         elif step.model.provider != "default":
             provider = Provider.objects.filter(owner=run.owner_id, name=step.model.provider).first()
             if provider is None:
-                problems.append(f"{where}: no provider named '{step.model.provider}'; add it on the providers page")
+                problems.append(
+                    f"{where}: no provider named '{step.model.provider}'; add it on the providers page"
+                )
                 out.append(None)
                 continue
         if provider is not None:
             cache[pid or provider.pk] = provider
             model = run.model_override or step.model.name or provider.default_model
-            ep = Endpoint(provider.kind, provider.base_url, provider.api_key, model,
-                          run.concurrency or provider.concurrency, provider.limit_key)
+            ep = Endpoint(
+                provider.kind,
+                provider.base_url,
+                provider.api_key,
+                model,
+                run.concurrency or provider.concurrency,
+                provider.limit_key,
+            )
         elif settings.DEFAULT_LLM_BASE_URL:
             model = run.model_override or step.model.name or settings.DEFAULT_LLM_MODEL
-            ep = Endpoint("openai", settings.DEFAULT_LLM_BASE_URL, settings.DEFAULT_LLM_API_KEY, model,
-                          run.concurrency or settings.DEFAULT_LLM_CONCURRENCY,
-                          f"{settings.DEFAULT_LLM_BASE_URL}|default")
+            ep = Endpoint(
+                "openai",
+                settings.DEFAULT_LLM_BASE_URL,
+                settings.DEFAULT_LLM_API_KEY,
+                model,
+                run.concurrency or settings.DEFAULT_LLM_CONCURRENCY,
+                f"{settings.DEFAULT_LLM_BASE_URL}|default",
+            )
         else:
-            problems.append(f"{where}: no LLM provider is set; add one on the providers page or pass --base-url")
+            problems.append(
+                f"{where}: no LLM provider is set; add one on the providers page or pass --base-url"
+            )
             out.append(None)
             continue
         if not ep.model:
-            problems.append(f"{where}: no model is chosen; set the step's model or the provider's default model")
+            problems.append(
+                f"{where}: no model is chosen; set the step's model or the provider's default model"
+            )
         out.append(ep)
     if problems:
         raise LaunchError(problems)
@@ -101,8 +124,19 @@ def resolve_endpoints(run, spec):
 # -- launch, cancel, resume -----------------------------------------------------------
 
 
-def launch_run(owner, spec, inputs, *, providers=None, model="", concurrency=None, name="",
-               pipeline_code=None, pipeline_version=None, drivers=None):
+def launch_run(
+    owner,
+    spec,
+    inputs,
+    *,
+    providers=None,
+    model="",
+    concurrency=None,
+    name="",
+    pipeline_code=None,
+    pipeline_version=None,
+    drivers=None,
+):
     """Validate, write the run and its first tasks, and hand it to the workers."""
     if not isinstance(spec, PipelineSpec):
         spec = PipelineSpec.load(spec)
@@ -114,17 +148,25 @@ def launch_run(owner, spec, inputs, *, providers=None, model="", concurrency=Non
     if problems:
         raise LaunchError(problems)
     run = Run(
-        owner=owner, name=name or spec.name, spec=spec.to_dict(), inputs=inputs,
-        providers=providers or {}, model_override=model or "", concurrency=concurrency,
-        pipeline_code=pipeline_code, pipeline_version=pipeline_version,
+        owner=owner,
+        name=name or spec.name,
+        spec=spec.to_dict(),
+        inputs=inputs,
+        providers=providers or {},
+        model_override=model or "",
+        concurrency=concurrency,
+        pipeline_code=pipeline_code,
+        pipeline_version=pipeline_version,
     )
     resolve_endpoints(run, spec)
     with transaction.atomic():
         run.save()
         now = timezone.now()
         Task.objects.bulk_create(
-            [Task(run=run, step=0, key=f"in:{i}", seq=root_seq(i), context=row, created=now)
-             for i, row in enumerate(inputs)],
+            [
+                Task(run=run, step=0, key=f"in:{i}", seq=root_seq(i), context=row, created=now)
+                for i, row in enumerate(inputs)
+            ],
             batch_size=500,
         )
         start_drivers(run, drivers)
@@ -136,7 +178,9 @@ def start_drivers(run, count=None):
 
     count = count or settings.RUNNER_DRIVERS_PER_RUN
     try:
-        limits.client().set(f"pd:run-alive:{run.pk}", "queued", ex=max(60, settings.RUNNER_HEARTBEAT_TTL))
+        limits.client().set(
+            f"pd:run-alive:{run.pk}", "queued", ex=max(60, settings.RUNNER_HEARTBEAT_TTL)
+        )
     except Exception:  # Redis down: the watchdog starts the driver later
         log.warning("could not mark run %s as queued in Redis", run.pk)
     for _ in range(count):
@@ -261,7 +305,8 @@ class CallRunner:
         self.inflight[key] = fut
         try:
             completion = await complete_with_retries(
-                self.providers[job.pool], job.request,
+                self.providers[job.pool],
+                job.request,
                 max_retries=settings.RUNNER_MAX_TRANSIENT_RETRIES,
                 backoff_base=settings.RUNNER_BACKOFF_BASE,
                 backoff_max=settings.RUNNER_BACKOFF_MAX,
@@ -276,7 +321,9 @@ class CallRunner:
             fut.set_result(completion)
             return completion, False
         except BaseException as exc:
-            fut.set_exception(exc if isinstance(exc, Exception) else ProviderError("cancelled", transient=True))
+            fut.set_exception(
+                exc if isinstance(exc, Exception) else ProviderError("cancelled", transient=True)
+            )
             fut.exception()  # mark retrieved
             raise
         finally:
@@ -290,23 +337,47 @@ class CallRunner:
             try:
                 completion, cached = await self._call(job, parse_try, attempts)
             except ProviderError as exc:
-                return Result(job.task_id, False, job.messages, error=exc.message, attempts=attempts,
-                              text=last_text)
+                return Result(
+                    job.task_id,
+                    False,
+                    job.messages,
+                    error=exc.message,
+                    attempts=attempts,
+                    text=last_text,
+                )
             last_text = completion.text
             try:
                 parsed = parse_output(completion.text, job.fmt, job.schema)
             except ParseError as exc:
                 reason = exc.reason
-                attempts.append({"n": len(attempts) + 1, "ok": False, "error": reason, "parse": True})
+                attempts.append(
+                    {"n": len(attempts) + 1, "ok": False, "error": reason, "parse": True}
+                )
                 continue
-            return Result(job.task_id, True, job.messages, text=completion.text, parsed=parsed,
-                          model=completion.model, tokens_in=completion.tokens_in,
-                          tokens_out=completion.tokens_out, latency_ms=completion.latency_ms,
-                          attempts=attempts, cached=cached)
-        return Result(job.task_id, False, job.messages, text=last_text, error=reason,
-                      model=completion.model if completion else "", attempts=attempts,
-                      tokens_in=completion.tokens_in if completion else 0,
-                      tokens_out=completion.tokens_out if completion else 0)
+            return Result(
+                job.task_id,
+                True,
+                job.messages,
+                text=completion.text,
+                parsed=parsed,
+                model=completion.model,
+                tokens_in=completion.tokens_in,
+                tokens_out=completion.tokens_out,
+                latency_ms=completion.latency_ms,
+                attempts=attempts,
+                cached=cached,
+            )
+        return Result(
+            job.task_id,
+            False,
+            job.messages,
+            text=last_text,
+            error=reason,
+            model=completion.model if completion else "",
+            attempts=attempts,
+            tokens_in=completion.tokens_in if completion else 0,
+            tokens_out=completion.tokens_out if completion else 0,
+        )
 
 
 # -- the driver ------------------------------------------------------------------------
@@ -322,8 +393,14 @@ class Driver:
         self.inflight = {}  # task id -> concurrent future
         self.results = queue.SimpleQueue()
         self.grants = {}
-        self.last = {"progress": 0.0, "renew": time.monotonic(), "status": 0.0, "reclaim": 0.0,
-                     "alive": 0.0, "grow": 0.0}
+        self.last = {
+            "progress": 0.0,
+            "renew": time.monotonic(),
+            "status": 0.0,
+            "reclaim": 0.0,
+            "alive": 0.0,
+            "grow": 0.0,
+        }
 
     # setup
 
@@ -335,7 +412,9 @@ class Driver:
         aio.submit(_in_loop(self.calls.setup)).result()
         self.wanted = {}
         for ep in self.endpoints:
-            self.wanted[ep.pool] = max(self.wanted.get(ep.pool, 0), min(ep.concurrency, settings.RUNNER_MAX_INFLIGHT))
+            self.wanted[ep.pool] = max(
+                self.wanted.get(ep.pool, 0), min(ep.concurrency, settings.RUNNER_MAX_INFLIGHT)
+            )
 
     def _grow_grants(self):
         for pool, want in self.wanted.items():
@@ -358,7 +437,9 @@ class Driver:
         self._load()
         if self.run.status in (Run.CANCELLED, Run.COMPLETED, Run.FAILED):
             return
-        Run.objects.filter(pk=self.run_id, status=Run.QUEUED).update(status=Run.RUNNING, started=timezone.now())
+        Run.objects.filter(pk=self.run_id, status=Run.QUEUED).update(
+            status=Run.RUNNING, started=timezone.now()
+        )
         log.info("driver %s starts run %s", self.id, self.run_id)
         try:
             self._loop()
@@ -370,7 +451,9 @@ class Driver:
         while True:
             now = time.monotonic()
             if now - self.last["alive"] > settings.RUNNER_HEARTBEAT_TTL / 4:
-                limits.client().set(f"pd:run-alive:{self.run_id}", self.id, ex=settings.RUNNER_HEARTBEAT_TTL)
+                limits.client().set(
+                    f"pd:run-alive:{self.run_id}", self.id, ex=settings.RUNNER_HEARTBEAT_TTL
+                )
                 limits.heartbeat(self.id)
                 self.last["alive"] = now
             if now - self.last["grow"] > 0.5 or not self.grants:
@@ -384,7 +467,9 @@ class Driver:
                     return
             claimed = 0
             free = self.capacity - len(self.inflight)
-            if free > 0 and (free >= max(1, self.capacity // 10) or len(self.inflight) < self.capacity // 2):
+            if free > 0 and (
+                free >= max(1, self.capacity // 10) or len(self.inflight) < self.capacity // 2
+            ):
                 claimed = self._claim(min(free, settings.RUNNER_CLAIM_BATCH))
             self._collect(block=bool(self.inflight) and not claimed)
             if now - self.last["renew"] > settings.RUNNER_LEASE_SECONDS / 3:
@@ -424,7 +509,8 @@ class Driver:
         token = f"{self.id}:{self.claims}"
         ids = list(
             Task.objects.filter(run_id=self.run_id, status=Task.PENDING)
-            .order_by("-step", "id").values_list("id", flat=True)[:n]
+            .order_by("-step", "id")
+            .values_list("id", flat=True)[:n]
         )
         if not ids:
             return 0
@@ -434,15 +520,18 @@ class Driver:
                 status=Task.RUNNING, claim=token, lease_until=lease
             )
         rows = list(
-            Task.objects.filter(run_id=self.run_id, claim=token, status=Task.RUNNING)
-            .values("id", "step", "variant", "context", "round", "attempts")
+            Task.objects.filter(run_id=self.run_id, claim=token, status=Task.RUNNING).values(
+                "id", "step", "variant", "context", "round", "attempts"
+            )
         )
         jobs, failed = [], []
         for row in rows:
             try:
                 jobs.append(self._job(row))
             except templating.TemplateError as exc:
-                failed.append(Result(row["id"], False, [], error=f"the prompt could not be filled in: {exc}"))
+                failed.append(
+                    Result(row["id"], False, [], error=f"the prompt could not be filled in: {exc}")
+                )
         if jobs:
             self._prefetch(jobs)
         for job in jobs:
@@ -471,17 +560,32 @@ class Driver:
             json_schema = None
         p = step.params
         request = CompletionRequest(
-            model=ep.model, messages=messages, temperature=p.temperature, max_tokens=p.max_tokens,
-            top_p=p.top_p, json_mode=json_schema is not None, json_schema=json_schema,
+            model=ep.model,
+            messages=messages,
+            temperature=p.temperature,
+            max_tokens=p.max_tokens,
+            top_p=p.top_p,
+            json_mode=json_schema is not None,
+            json_schema=json_schema,
             timeout=p.timeout or 120.0,
         )
         ident = json.dumps(
             [ep.base_url, ep.model, p.model_dump(), messages, fmt, row["variant"], row["round"]],
-            sort_keys=True, ensure_ascii=False,
+            sort_keys=True,
+            ensure_ascii=False,
         )
         digest = hashlib.sha256(ident.encode()).hexdigest()[:32]
-        return Job(row["id"], row["step"], row["variant"], messages, request, fmt, schema,
-                   f"pd:call:{self.run_id}:{digest}", ep.pool)
+        return Job(
+            row["id"],
+            row["step"],
+            row["variant"],
+            messages,
+            request,
+            fmt,
+            schema,
+            f"pd:call:{self.run_id}:{digest}",
+            ep.pool,
+        )
 
     def _prefetch(self, jobs):
         """One round trip: replies already paid for (a dead worker's, or an identical call's)."""
@@ -502,7 +606,9 @@ class Driver:
     def _collect(self, block):
         items = []
         try:
-            items.append(self.results.get(timeout=settings.RUNNER_FLUSH_SECONDS if block else 0.001))
+            items.append(
+                self.results.get(timeout=settings.RUNNER_FLUSH_SECONDS if block else 0.001)
+            )
         except queue.Empty:
             return
         deadline = time.monotonic() + 0.005
@@ -524,7 +630,8 @@ class Driver:
                 if task_id is not None:
                     self.inflight.pop(task_id, None)
                     Task.objects.filter(id=task_id, status=Task.RUNNING).update(
-                        status=Task.PENDING, claim="", lease_until=None)
+                        status=Task.PENDING, claim="", lease_until=None
+                    )
                 continue
             results.append(res)
         for res in results:
@@ -536,23 +643,30 @@ class Driver:
         self.last["renew"] = time.monotonic()
         if self.inflight:
             lease = timezone.now() + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
-            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).update(lease_until=lease)
+            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).update(
+                lease_until=lease
+            )
 
     def _reclaim_dead(self):
         """Put back tasks whose lease ran out or whose driver is gone."""
         now = timezone.now()
-        n = Task.objects.filter(run_id=self.run_id, status=Task.RUNNING, lease_until__lt=now).update(
-            status=Task.PENDING, claim="", lease_until=None
-        )
+        n = Task.objects.filter(
+            run_id=self.run_id, status=Task.RUNNING, lease_until__lt=now
+        ).update(status=Task.PENDING, claim="", lease_until=None)
         claims = set(
             Task.objects.filter(run_id=self.run_id, status=Task.RUNNING)
-            .values_list("claim", flat=True).distinct()
+            .values_list("claim", flat=True)
+            .distinct()
         )
-        dead = {c for c in claims if c and not c.startswith(self.id + ":") and not limits.is_alive(c.split(":")[0])}
+        dead = {
+            c
+            for c in claims
+            if c and not c.startswith(self.id + ":") and not limits.is_alive(c.split(":")[0])
+        }
         if dead:
-            n += Task.objects.filter(run_id=self.run_id, status=Task.RUNNING, claim__in=dead).update(
-                status=Task.PENDING, claim="", lease_until=None
-            )
+            n += Task.objects.filter(
+                run_id=self.run_id, status=Task.RUNNING, claim__in=dead
+            ).update(status=Task.PENDING, claim="", lease_until=None)
         if n:
             log.info("driver %s put %d abandoned tasks of run %s back", self.id, n, self.run_id)
 
@@ -605,7 +719,15 @@ def finish(run, spec, results):
         step = spec.steps[row["step"]]
         if step.callback.type in WAITING_CALLBACKS:
             continue
-        out = Output(res.task_id, row["key"], row["seq"], row["context"], res.parsed, res.text, row["variant"])
+        out = Output(
+            res.task_id,
+            row["key"],
+            row["seq"],
+            row["context"],
+            res.parsed,
+            res.text,
+            row["variant"],
+        )
         try:
             made = children_of(step, out)
         except CallbackError as exc:
@@ -649,17 +771,36 @@ def finish(run, spec, results):
         with connection.cursor() as cur:
             cur.executemany(sql, params)
         new_tasks = [
-            Task(run_id=run.pk, step=step_index, key=c.key, seq=c.seq, context=c.context,
-                 variant=c.variant, parent_id=c.parent_id, created=now)
-            for step_index, made in children for c in made
+            Task(
+                run_id=run.pk,
+                step=step_index,
+                key=c.key,
+                seq=c.seq,
+                context=c.context,
+                variant=c.variant,
+                parent_id=c.parent_id,
+                created=now,
+            )
+            for step_index, made in children
+            for c in made
         ]
         if new_tasks:
             Task.objects.bulk_create(new_tasks, batch_size=500, ignore_conflicts=True)
         if records:
             Record.objects.bulk_create(
-                [Record(run_id=run.pk, task_id=c.parent_id, key=c.key, seq=c.seq, data=c.context, created=now)
-                 for c in records],
-                batch_size=500, ignore_conflicts=True,
+                [
+                    Record(
+                        run_id=run.pk,
+                        task_id=c.parent_id,
+                        key=c.key,
+                        seq=c.seq,
+                        data=c.context,
+                        created=now,
+                    )
+                    for c in records
+                ],
+                batch_size=500,
+                ignore_conflicts=True,
             )
 
 
@@ -669,9 +810,12 @@ def settle(run, spec):
     Returns True when the run is finished (or no longer running)."""
     open_steps = set(
         Task.objects.filter(run_id=run.pk, status__in=[Task.PENDING, Task.RUNNING])
-        .values_list("step", flat=True).distinct()
+        .values_list("step", flat=True)
+        .distinct()
     )
-    aggregated = set(Run.objects.filter(pk=run.pk).values_list("aggregated", flat=True).first() or [])
+    aggregated = set(
+        Run.objects.filter(pk=run.pk).values_list("aggregated", flat=True).first() or []
+    )
     last = len(spec.steps) - 1
     for i, step in enumerate(spec.steps):
         if any(s <= i for s in open_steps):
@@ -679,29 +823,61 @@ def settle(run, spec):
         if step.callback.type not in WAITING_CALLBACKS or i in aggregated:
             continue
         outputs = [
-            Output(t["id"], t["key"], t["seq"], t["context"], t["parsed"], t["raw_output"], t["variant"])
+            Output(
+                t["id"],
+                t["key"],
+                t["seq"],
+                t["context"],
+                t["parsed"],
+                t["raw_output"],
+                t["variant"],
+            )
             for t in Task.objects.filter(run_id=run.pk, step=i, status=Task.DONE)
-            .order_by("seq").values("id", "key", "seq", "context", "parsed", "raw_output", "variant")
+            .order_by("seq")
+            .values("id", "key", "seq", "context", "parsed", "raw_output", "variant")
         ]
         try:
             made = gather(step, i, outputs)
             error = ""
         except Exception as exc:  # a Python callback's bug must not kill the driver
-            made, error = [], f"step {i + 1} ('{step.name}'): the {step.callback.type} callback failed: {exc}"
+            made, error = (
+                [],
+                f"step {i + 1} ('{step.name}'): the {step.callback.type} callback failed: {exc}",
+            )
             log.warning("waiting callback failed in run %s: %s", run.pk, error)
         now = timezone.now()
         with transaction.atomic():
             if i == last:
                 Record.objects.bulk_create(
-                    [Record(run_id=run.pk, task_id=outputs[-1].task_id if outputs else None, key=c.key,
-                            seq=c.seq, data=c.context, created=now) for c in made],
+                    [
+                        Record(
+                            run_id=run.pk,
+                            task_id=outputs[-1].task_id if outputs else None,
+                            key=c.key,
+                            seq=c.seq,
+                            data=c.context,
+                            created=now,
+                        )
+                        for c in made
+                    ],
                     ignore_conflicts=True,
                 )
             else:
                 Task.objects.bulk_create(
-                    [Task(run_id=run.pk, step=i + 1, key=c.key, seq=c.seq, context=c.context,
-                          parent_id=c.parent_id, created=now) for c in made],
-                    batch_size=500, ignore_conflicts=True,
+                    [
+                        Task(
+                            run_id=run.pk,
+                            step=i + 1,
+                            key=c.key,
+                            seq=c.seq,
+                            context=c.context,
+                            parent_id=c.parent_id,
+                            created=now,
+                        )
+                        for c in made
+                    ],
+                    batch_size=500,
+                    ignore_conflicts=True,
                 )
             run_row = Run.objects.select_for_update().get(pk=run.pk)
             if i not in run_row.aggregated:
@@ -730,12 +906,18 @@ def run_state(run):
     """The current state of a run, as the run page and the command line show it."""
     spec = run.spec
     steps = [
-        {"index": i, "name": s["name"], "counts": {k: 0 for k, _ in Task.STATUSES}, "tokens_in": 0,
-         "tokens_out": 0}
+        {
+            "index": i,
+            "name": s["name"],
+            "counts": {k: 0 for k, _ in Task.STATUSES},
+            "tokens_in": 0,
+            "tokens_out": 0,
+        }
         for i, s in enumerate(spec.get("steps", []))
     ]
     rows = (
-        Task.objects.filter(run_id=run.pk).values("step", "status")
+        Task.objects.filter(run_id=run.pk)
+        .values("step", "status")
         .annotate(n=Count("id"), tin=Sum("tokens_in"), tout=Sum("tokens_out"))
     )
     for row in rows:
@@ -759,7 +941,9 @@ def failure_summary(run):
     """Failed tasks counted by reason, most common first."""
     rows = (
         Task.objects.filter(run_id=run.pk, status=Task.FAILED)
-        .values("error").annotate(n=Count("id")).order_by("-n")
+        .values("error")
+        .annotate(n=Count("id"))
+        .order_by("-n")
     )
     return [(r["n"], r["error"]) for r in rows]
 
@@ -767,13 +951,26 @@ def failure_summary(run):
 def orphaned_runs():
     """Runs that should be moving but that no live driver is driving."""
     out = []
-    for run_id in Run.objects.filter(status__in=[Run.QUEUED, Run.RUNNING]).values_list("pk", flat=True):
+    for run_id in Run.objects.filter(status__in=[Run.QUEUED, Run.RUNNING]).values_list(
+        "pk", flat=True
+    ):
         if not limits.client().exists(f"pd:run-alive:{run_id}"):
             out.append(run_id)
     return out
 
 
 __all__ = [
-    "LaunchError", "launch_run", "cancel_run", "resume_run", "retry_failed", "Driver", "finish",
-    "settle", "run_state", "failure_summary", "orphaned_runs", "StepResult", "Child",
+    "LaunchError",
+    "launch_run",
+    "cancel_run",
+    "resume_run",
+    "retry_failed",
+    "Driver",
+    "finish",
+    "settle",
+    "run_state",
+    "failure_summary",
+    "orphaned_runs",
+    "StepResult",
+    "Child",
 ]

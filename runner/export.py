@@ -24,15 +24,24 @@ def iter_rows(run, accepted_only=False):
         page = qs.order_by("seq")
         if last_seq is not None:
             page = page.filter(seq__gt=last_seq)
-        batch = list(page.values("key", "seq", "data", "edited", "review", "rating", "task_id")[:BATCH])
+        batch = list(
+            page.values("key", "seq", "data", "edited", "review", "rating", "task_id")[:BATCH]
+        )
         if not batch:
             return
         for r in batch:
             data = r["edited"] if r["edited"] is not None else r["data"]
-            yield data, {
-                "run": str(run.code), "record": r["key"], "task": r["task_id"], "review": r["review"],
-                "rating": r["rating"], "edited": r["edited"] is not None,
-            }
+            yield (
+                data,
+                {
+                    "run": str(run.code),
+                    "record": r["key"],
+                    "task": r["task_id"],
+                    "review": r["review"],
+                    "rating": r["rating"],
+                    "edited": r["edited"] is not None,
+                },
+            )
         last_seq = batch[-1]["seq"]
 
 
@@ -69,8 +78,10 @@ def write_records(run, path, accepted_only=False):
             w = csv.writer(fh)
             w.writerow(columns + meta_cols)
             for data, meta in rows:
-                w.writerow([_cell(data.get(c)) for c in columns]
-                           + [meta["run"], meta["record"], meta["task"], meta["review"], meta["rating"]])
+                w.writerow(
+                    [_cell(data.get(c)) for c in columns]
+                    + [meta["run"], meta["record"], meta["task"], meta["review"], meta["rating"]]
+                )
                 n += 1
         return n
     import pyarrow as pa
@@ -82,14 +93,32 @@ def write_records(run, path, accepted_only=False):
         chunk = []
         for data, meta in rows:
             values = [_cell(data.get(c)) for c in columns]
-            values = [None if v is None else str(v) if not isinstance(v, str) else v for v in values]
-            chunk.append(values + [meta["run"], meta["record"], str(meta["task"]), meta["review"],
-                                   None if meta["rating"] is None else str(meta["rating"])])
+            values = [
+                None if v is None else str(v) if not isinstance(v, str) else v for v in values
+            ]
+            chunk.append(
+                values
+                + [
+                    meta["run"],
+                    meta["record"],
+                    str(meta["task"]),
+                    meta["review"],
+                    None if meta["rating"] is None else str(meta["rating"]),
+                ]
+            )
             if len(chunk) >= BATCH:
-                writer.write_table(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in chunk], schema))
+                writer.write_table(
+                    pa.Table.from_pylist(
+                        [dict(zip(schema.names, r, strict=True)) for r in chunk], schema
+                    )
+                )
                 n += len(chunk)
                 chunk = []
         if chunk:
-            writer.write_table(pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in chunk], schema))
+            writer.write_table(
+                pa.Table.from_pylist(
+                    [dict(zip(schema.names, r, strict=True)) for r in chunk], schema
+                )
+            )
             n += len(chunk)
     return n

@@ -23,14 +23,25 @@ def instruction_variations():
         "Instruction variations",
         "An instruction -> 5 variations as a JSON list, scattered -> each variation executed.",
     )
-    p << Step(
-        "Rewrite 5 variations of the given instruction by making small changes.\n"
-        "Instruction: {{instruction}}\n"
-        "Output a single JSON list of the new instructions, and nothing else.",
-        name="variations", output="json_list", output_key="variations",
-    ).scatter("variation") << Step("{{variation}}", name="execute", output_key="output")
-    p.input([{"instruction": "Write a haiku"}, {"instruction": "Write a sonnet"},
-             {"instruction": "Write a limerick"}])
+    (
+        p
+        << Step(
+            "Rewrite 5 variations of the given instruction by making small changes.\n"
+            "Instruction: {{instruction}}\n"
+            "Output a single JSON list of the new instructions, and nothing else.",
+            name="variations",
+            output="json_list",
+            output_key="variations",
+        ).scatter("variation")
+        << Step("{{variation}}", name="execute", output_key="output")
+    )
+    p.input(
+        [
+            {"instruction": "Write a haiku"},
+            {"instruction": "Write a sonnet"},
+            {"instruction": "Write a limerick"},
+        ]
+    )
     return p.build()
 
 
@@ -39,18 +50,27 @@ def qa_from_topics():
         "Questions and answers from topics",
         "A topic -> subtopics as a JSON list, scattered -> one question per subtopic -> one answer per question.",
     )
-    p << Step(
-        "List 5 distinct subtopics of the topic below that a learner should know about.\n"
-        "Topic: {{topic}}\n"
-        "Reply with a JSON list of short strings and nothing else.",
-        name="subtopics", output="json_list", output_key="subtopics",
-    ).scatter("subtopic") << Step(
-        "Write one clear question that a curious learner might ask about {{subtopic}} "
-        "(part of the topic {{topic}}). Reply with the question only.",
-        name="question", output_key="question",
-    ) << Step(
-        "Answer the question below accurately and concisely.\nQuestion: {{question}}",
-        name="answer", output_key="answer",
+    (
+        p
+        << Step(
+            "List 5 distinct subtopics of the topic below that a learner should know about.\n"
+            "Topic: {{topic}}\n"
+            "Reply with a JSON list of short strings and nothing else.",
+            name="subtopics",
+            output="json_list",
+            output_key="subtopics",
+        ).scatter("subtopic")
+        << Step(
+            "Write one clear question that a curious learner might ask about {{subtopic}} "
+            "(part of the topic {{topic}}). Reply with the question only.",
+            name="question",
+            output_key="question",
+        )
+        << Step(
+            "Answer the question below accurately and concisely.\nQuestion: {{question}}",
+            name="answer",
+            output_key="answer",
+        )
     )
     p.input(topic="Solar energy")
     return p.build()
@@ -62,17 +82,27 @@ def topics_flatten_qa():
         "Topics -> subtopics lists, flattened into one list (N -> 1) -> questions as a JSON list, "
         "scattered -> one answer per question. The seed's aggregate-and-flatten example.",
     )
-    p << Step(
-        "List 3 distinct subtopics of the topic below.\nTopic: {{topic}}\n"
-        "Reply with a JSON list of short strings and nothing else.",
-        name="subtopics", output="json_list", output_key="subtopics",
-    ).transform("flatten", into="subtopics") << Step(
-        "Here is a list of subtopics: {{ subtopics | join(', ') }}.\n"
-        "Write one question for each subtopic. Reply with a JSON list of questions and nothing else.",
-        name="questions", output="json_list", output_key="questions",
-    ).scatter("question") << Step(
-        "Answer the question below accurately and concisely.\nQuestion: {{question}}",
-        name="answer", output_key="answer",
+    (
+        p
+        << Step(
+            "List 3 distinct subtopics of the topic below.\nTopic: {{topic}}\n"
+            "Reply with a JSON list of short strings and nothing else.",
+            name="subtopics",
+            output="json_list",
+            output_key="subtopics",
+        ).transform("flatten", into="subtopics")
+        << Step(
+            "Here is a list of subtopics: {{ subtopics | join(', ') }}.\n"
+            "Write one question for each subtopic. Reply with a JSON list of questions and nothing else.",
+            name="questions",
+            output="json_list",
+            output_key="questions",
+        ).scatter("question")
+        << Step(
+            "Answer the question below accurately and concisely.\nQuestion: {{question}}",
+            name="answer",
+            output_key="answer",
+        )
     )
     p.input([{"topic": "Solar energy"}, {"topic": "Ocean tides"}, {"topic": "Volcanoes"}])
     return p.build()

@@ -19,7 +19,9 @@ class Provider(models.Model):
     KINDS = [("openai", "OpenAI-compatible")]
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="providers")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="providers"
+    )
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=20, choices=KINDS, default="openai")
     base_url = models.URLField(max_length=500)
@@ -31,7 +33,9 @@ class Provider(models.Model):
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="provider_owner_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="provider_owner_name")
+        ]
 
     def __str__(self):
         return self.name
@@ -52,11 +56,19 @@ class Provider(models.Model):
 
 
 class Run(models.Model):
-    QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED = "queued", "running", "cancelled", "completed", "failed"
+    QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED = (
+        "queued",
+        "running",
+        "cancelled",
+        "completed",
+        "failed",
+    )
     STATUSES = [(s, s) for s in (QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED)]
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs"
+    )
     name = models.CharField(max_length=200, blank=True, default="")
     spec = models.JSONField()  # the exact snapshot this run executes
     inputs = models.JSONField(default=list)
@@ -68,7 +80,9 @@ class Run(models.Model):
     model_override = models.CharField(max_length=200, blank=True, default="")
     concurrency = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED, db_index=True)
-    aggregated = models.JSONField(default=list, blank=True)  # step indexes whose N -> 1 callback ran
+    aggregated = models.JSONField(
+        default=list, blank=True
+    )  # step indexes whose N -> 1 callback ran
     error = models.TextField(blank=True, default="")
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
@@ -105,9 +119,13 @@ class Task(models.Model):
     key = models.CharField(max_length=300)
     # Sorts tasks of a step in input order (zero-padded positions along the lineage).
     seq = models.CharField(max_length=300)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
     variant = models.PositiveIntegerField(default=0)  # the copy number under broadcast(n)
-    round = models.PositiveIntegerField(default=0)  # bumped by "retry failed": a new round makes new calls
+    round = models.PositiveIntegerField(
+        default=0
+    )  # bumped by "retry failed": a new round makes new calls
     status = models.CharField(max_length=12, choices=STATUSES, default=PENDING)
     lease_until = models.DateTimeField(null=True, blank=True)
     claim = models.CharField(max_length=40, blank=True, default="")

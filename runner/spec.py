@@ -35,7 +35,15 @@ class OutputFormat(StrEnum):
 
 
 CallbackType = Literal[
-    "default", "scatter", "broadcast", "aggregate", "flatten", "split_lines", "split", "pick", "python"
+    "default",
+    "scatter",
+    "broadcast",
+    "aggregate",
+    "flatten",
+    "split_lines",
+    "split",
+    "pick",
+    "python",
 ]
 
 # How many tasks of the next step one task of this step makes.
@@ -180,32 +188,46 @@ class PipelineSpec(_Model):
         if not self.steps:
             return ["the pipeline has no steps: add at least one step"]
         if self.spec_version != SPEC_VERSION:
-            out.append(f"spec_version {self.spec_version} is not supported (this version reads {SPEC_VERSION})")
+            out.append(
+                f"spec_version {self.spec_version} is not supported (this version reads {SPEC_VERSION})"
+            )
         for key in self.input_keys:
             if not KEY_RE.match(key):
-                out.append(f"input key '{key}' must start with a letter and hold only letters, digits and _")
+                out.append(
+                    f"input key '{key}' must start with a letter and hold only letters, digits and _"
+                )
         seen_names, seen_keys = {}, {}
         contexts = self.contexts()
         first_keys = set(self.first_step_keys())
         for i, step in enumerate(self.steps):
             where = f"step {i + 1} ('{step.name}')"
             if step.name in seen_names:
-                out.append(f"{where}: the name is already used by step {seen_names[step.name] + 1}; give each step its own name")
+                out.append(
+                    f"{where}: the name is already used by step {seen_names[step.name] + 1}; give each step its own name"
+                )
             seen_names.setdefault(step.name, i)
             if not KEY_RE.match(step.output_key):
-                out.append(f"{where}: output key '{step.output_key}' must start with a letter and hold only letters, digits and _")
+                out.append(
+                    f"{where}: output key '{step.output_key}' must start with a letter and hold only letters, digits and _"
+                )
             elif step.output_key in seen_keys:
-                out.append(f"{where}: output key '{step.output_key}' is already made by step {seen_keys[step.output_key] + 1}; choose another")
+                out.append(
+                    f"{where}: output key '{step.output_key}' is already made by step {seen_keys[step.output_key] + 1}; choose another"
+                )
             seen_keys.setdefault(step.output_key, i)
             out.extend(f"{where}: {p}" for p in _callback_problems(step))
             ctx = contexts[i]
             if ctx is not None:
                 cb = step.callback
                 if step.output_key in first_keys:
-                    out.append(f"{where}: output key '{step.output_key}' is already one of the pipeline's inputs; choose another")
+                    out.append(
+                        f"{where}: output key '{step.output_key}' is already one of the pipeline's inputs; choose another"
+                    )
                 if cb.type == "aggregate" and cb.group_by and cb.group_by not in ctx:
                     made = ", ".join(sorted(ctx)) or "nothing"
-                    out.append(f"{where}: aggregate groups by '{cb.group_by}', which this step's tasks do not carry (available: {made})")
+                    out.append(
+                        f"{where}: aggregate groups by '{cb.group_by}', which this step's tasks do not carry (available: {made})"
+                    )
             if step.output_schema is not None and step.output_format != OutputFormat.JSON_OBJECT:
                 out.append(f"{where}: a schema only applies to the 'JSON object' output format")
             for field_name in ("prompt", "system"):
@@ -220,9 +242,13 @@ class PipelineSpec(_Model):
                 for name in sorted(used - ctx):
                     made = ", ".join(sorted(ctx)) or "nothing"
                     if i == 0:
-                        out.append(f"{where}: the {field_name} uses {{{{{name}}}}}, which is not one of the pipeline's inputs ({made})")
+                        out.append(
+                            f"{where}: the {field_name} uses {{{{{name}}}}}, which is not one of the pipeline's inputs ({made})"
+                        )
                     else:
-                        out.append(f"{where}: the {field_name} uses {{{{{name}}}}}, which is not made by any step before this one (available: {made})")
+                        out.append(
+                            f"{where}: the {field_name} uses {{{{{name}}}}}, which is not made by any step before this one (available: {made})"
+                        )
         return out
 
     def check_inputs(self, inputs):
@@ -240,7 +266,9 @@ class PipelineSpec(_Model):
                 out.append(f"input {n} has no value for {', '.join(missing)}")
             bad = [k for k in row if not isinstance(k, str) or not KEY_RE.match(k)]
             if bad:
-                out.append(f"input {n}: key {bad[0]!r} must start with a letter and hold only letters, digits and _")
+                out.append(
+                    f"input {n}: key {bad[0]!r} must start with a letter and hold only letters, digits and _"
+                )
             if len(out) >= 20:
                 out = out[:20] + ["(more problems not shown)"]
                 break
@@ -257,11 +285,17 @@ def _callback_problems(step):
     for key_name in ("item_key", "into", "group_by"):
         value = getattr(cb, key_name)
         if value is not None and not KEY_RE.match(value):
-            out.append(f"callback key '{value}' must start with a letter and hold only letters, digits and _")
+            out.append(
+                f"callback key '{value}' must start with a letter and hold only letters, digits and _"
+            )
     if t == "scatter" and step.output_format != OutputFormat.JSON_LIST:
-        out.append("scatter needs the step's output format to be a JSON list (each item becomes a task)")
+        out.append(
+            "scatter needs the step's output format to be a JSON list (each item becomes a task)"
+        )
     if t == "flatten" and step.output_format != OutputFormat.JSON_LIST:
-        out.append("flatten needs the step's output format to be a JSON list (lists are joined into one)")
+        out.append(
+            "flatten needs the step's output format to be a JSON list (lists are joined into one)"
+        )
     if t == "broadcast" and cb.n is None:
         out.append("broadcast needs n, the number of copies of each output")
     if t == "split" and not cb.delimiter:
@@ -286,7 +320,11 @@ def _describe(exc, data):
         where = "pipeline"
         if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
             steps = data.get("steps") or []
-            name = steps[loc[1]].get("name") if loc[1] < len(steps) and isinstance(steps[loc[1]], dict) else None
+            name = (
+                steps[loc[1]].get("name")
+                if loc[1] < len(steps) and isinstance(steps[loc[1]], dict)
+                else None
+            )
             where = f"step {loc[1] + 1}" + (f" ('{name}')" if name else "")
             loc = loc[2:]
         field = ".".join(str(p) for p in loc) or "value"
@@ -296,7 +334,9 @@ def _describe(exc, data):
         elif err["type"] == "literal_error" and field.endswith("callback.type"):
             msg = f"unknown callback {err.get('input')!r} (known: default, scatter, broadcast, aggregate, flatten, split_lines, split, pick, python)"
         elif err["type"] == "enum" and field == "output_format":
-            msg = f"unknown output format {err.get('input')!r} (known: text, json_list, json_object)"
+            msg = (
+                f"unknown output format {err.get('input')!r} (known: text, json_list, json_object)"
+            )
         elif err["type"] == "missing":
             msg = "is missing"
         out.append(f"{where}: {field} {msg}")

@@ -38,9 +38,21 @@ def redis_server(tmp_path_factory):
         binary = _redis_binary()
         data = tmp_path_factory.mktemp("redis")
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(data)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 10
         while time.time() < deadline and not _port_open(port):
@@ -92,19 +104,43 @@ class Worker:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "threads", "-c", "4",
-             "--loglevel", "INFO", "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                "4",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"{self.name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.time() + 30
         while time.time() < deadline:
             if "ready." in Path(self.log_path).read_text(errors="replace"):
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError("the Celery worker exited:\n" + Path(self.log_path).read_text()[-3000:])
+                raise RuntimeError(
+                    "the Celery worker exited:\n" + Path(self.log_path).read_text()[-3000:]
+                )
             time.sleep(0.1)
-        raise RuntimeError("the Celery worker did not start:\n" + Path(self.log_path).read_text()[-3000:])
+        raise RuntimeError(
+            "the Celery worker did not start:\n" + Path(self.log_path).read_text()[-3000:]
+        )
 
     def kill(self):
         os.killpg(self.proc.pid, signal.SIGKILL)

@@ -17,7 +17,10 @@ it are dropped the next time any loop asks for one.
 
 import asyncio
 import contextlib
+import functools
 import threading
+import urllib.parse
+import urllib.request
 
 import aiohttp
 import httpx
@@ -73,9 +76,24 @@ def _new_session() -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(
             total=DEFAULT_TIMEOUT.read, sock_connect=DEFAULT_TIMEOUT.connect
         ),
+        # Not trust_env: it reads the proxy settings again on every request, which
+        # costs more than the request itself. Callers use proxy_for() instead.
         trust_env=False,
         auto_decompress=True,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def proxy_for(url: str) -> str | None:
+    """The proxy from HTTP(S)_PROXY / NO_PROXY for this URL, read once per URL."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or not parts.hostname:
+        return None
+    netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    if urllib.request.proxy_bypass(netloc):
+        return None
+    return proxy
 
 
 def _abandon(loop) -> None:

@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 
 from .base import Completion, CompletionRequest, Provider, ProviderError
-from .http import get_session
+from .http import get_session, proxy_for
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 MAX_ERROR_CHARS = 500
@@ -131,6 +131,7 @@ class OpenAICompatible(Provider):
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         self._headers = headers
+        self._proxy = proxy_for(self.url)
 
     def __repr__(self):
         return f"OpenAICompatible({self.base_url!r})"
@@ -168,7 +169,9 @@ class OpenAICompatible(Provider):
         ) as exc:
             raise ProviderError(f"bad provider URL {self.url!r}: {exc}", transient=False) from exc
         except (httpx.TimeoutException, TimeoutError) as exc:
-            raise ProviderError(f"request timed out after {timeout:g}s", transient=True) from exc
+            raise ProviderError(
+                f"request timed out after {timeout or 0:g}s", transient=True
+            ) from exc
         except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
             detail = str(exc) or type(exc).__name__
             raise ProviderError(f"connection error: {detail}", transient=True) from exc
@@ -181,6 +184,7 @@ class OpenAICompatible(Provider):
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
+            proxy=self._proxy,
         ) as resp:
             content = await resp.read()
             return _Reply(resp.status, resp.reason, resp.headers, content)
@@ -198,10 +202,11 @@ class OpenAICompatible(Provider):
         model = request.model or self.default_model
         if not model:
             raise ProviderError("no model given for this provider", transient=False)
+        timeout = request.timeout if request.timeout and request.timeout > 0 else None
         started = time.perf_counter()
         json_object = self._wants_json_object(request)
         while True:
-            response = await self._post(self._payload(request, model, json_object), request.timeout)
+            response = await self._post(self._payload(request, model, json_object), timeout)
             status = response.status
             if 200 <= status < 300:
                 break

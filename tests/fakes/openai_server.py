@@ -57,6 +57,17 @@ from collections import deque
 
 from aiohttp import web
 
+try:  # faster when present; the fake works without it
+    import ujson as _fastjson
+
+    def _dumps(obj) -> str:
+        return _fastjson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False)
+
+    _loads = _fastjson.loads
+except ImportError:  # pragma: no cover
+    _dumps = json.dumps
+    _loads = json.loads
+
 DEFAULTS = {
     "latency": 0.0,
     "prose": False,
@@ -173,7 +184,7 @@ def make_reply(prompt, *, json_object=False, prose=False, never_json=False):
         if len(echo) > 100:
             echo = echo[:100].rsplit(" ", 1)[0] + "..."
         return f"Answer: {echo}"
-    text = json.dumps(data)
+    text = json.dumps(data)  # the reply text itself: byte-for-byte what json.dumps gives
     if prose:
         kind = "list" if wants_list else "answer"
         return f"Sure! Here is the {kind}:\n```json\n{text}\n```\nHope this helps"
@@ -229,7 +240,7 @@ class FakeState:
 
 def _json_response(data, status=200, headers=None):
     return web.Response(
-        body=json.dumps(data).encode(),
+        body=_dumps(data).encode(),
         status=status,
         headers=headers,
         content_type="application/json",
@@ -296,10 +307,10 @@ def make_app(state: FakeState) -> web.Application:
         auth = request.headers.get("Authorization")
         raw = await request.read()
         try:
-            body = json.loads(raw)
+            body = _loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, TypeError):
             return error(400, "We could not parse the JSON body of your request.")
         messages = body.get("messages")
         prompt = last_user_text(messages)
@@ -472,7 +483,7 @@ async def _serve(state, sock, started=None, stop=None):
         shutdown_timeout=0.5,
     )
     await runner.setup()
-    site = web.SockSite(runner, sock, backlog=4096, shutdown_timeout=0.5)
+    site = web.SockSite(runner, sock, backlog=4096)
     await site.start()
     if started is not None:
         started()

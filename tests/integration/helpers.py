@@ -17,7 +17,7 @@ def wait_for(run, timeout=60, until=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         run.refresh_from_db()
-        if (until(run) if until else not run.is_active):
+        if until(run) if until else not run.is_active:
             return run
         time.sleep(0.1)
     raise AssertionError(f"run still {run.status} after {timeout}s: {engine.run_state(run)}")

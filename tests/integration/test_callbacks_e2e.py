@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 def launch(owner, fake, spec, inputs=None):
     provider = provider_for(owner, fake)
-    run = engine.launch_run(owner, spec, inputs if inputs is not None else spec.inputs,
-                            providers={"*": provider.pk})
+    run = engine.launch_run(
+        owner, spec, inputs if inputs is not None else spec.inputs, providers={"*": provider.pk}
+    )
     wait_for(run)
     assert run.status == Run.COMPLETED, engine.run_state(run)
     return run
@@ -28,7 +29,11 @@ def test_seed_basic_pipeline_with_kwargs_and_list_inputs(owner, worker, fake_llm
     assert all(r.data["result"] for r in records)
     assert len({r.data["instruction"] for r in records}) == 5  # each variation executed
 
-    run = launch(owner, fake_llm, seed_steps.basic_pipeline_many(["Write a haiku", "Write a sonnet", "Write a limerick"]))
+    run = launch(
+        owner,
+        fake_llm,
+        seed_steps.basic_pipeline_many(["Write a haiku", "Write a sonnet", "Write a limerick"]),
+    )
     assert Record.objects.filter(run=run).count() == 15
 
 
@@ -45,8 +50,11 @@ def test_seed_custom_flatten_callback(owner, worker, fake_llm):
 
 def test_broadcast_makes_n_real_copies(owner, worker, fake_llm):
     p = PipelineBuilder("Three answers")
-    p << Step("Write a question about {{topic}}.", name="q", output_key="question").broadcast(3) << Step(
-        "Answer: {{question}}", name="a", output_key="answer")
+    (
+        p
+        << Step("Write a question about {{topic}}.", name="q", output_key="question").broadcast(3)
+        << Step("Answer: {{question}}", name="a", output_key="answer")
+    )
     p.input([{"topic": "Bread"}, {"topic": "Clouds"}])
     run = launch(owner, fake_llm, p.build())
     assert Task.objects.filter(run=run, step=1, status="done").count() == 6
@@ -59,11 +67,23 @@ def test_broadcast_makes_n_real_copies(owner, worker, fake_llm):
 
 def test_aggregate_in_input_order_grouped_by_key(owner, worker, fake_llm):
     p = PipelineBuilder("Group")
-    p << Step("List 3 subtopics of {{topic}} as a JSON list.", name="subs", output="json_list",
-              output_key="subtopics").scatter("subtopic") << Step(
-        "Write a question about {{subtopic}}.", name="q", output_key="question"
-    ).aggregate(into="questions", group_by="topic") << Step(
-        "Rank these questions about {{topic}}: {{ questions | join(' | ') }}", name="rank", output_key="ranking")
+    (
+        p
+        << Step(
+            "List 3 subtopics of {{topic}} as a JSON list.",
+            name="subs",
+            output="json_list",
+            output_key="subtopics",
+        ).scatter("subtopic")
+        << Step("Write a question about {{subtopic}}.", name="q", output_key="question").aggregate(
+            into="questions", group_by="topic"
+        )
+        << Step(
+            "Rank these questions about {{topic}}: {{ questions | join(' | ') }}",
+            name="rank",
+            output_key="ranking",
+        )
+    )
     p.input([{"topic": "Bread"}, {"topic": "Clouds"}])
     run = launch(owner, fake_llm, p.build())
     finals = list(Task.objects.filter(run=run, step=2).order_by("seq"))
@@ -78,9 +98,15 @@ def test_flatten_template_and_identical_calls_made_once(owner, worker, fake_llm)
     spec = library.get("topics-flatten-qa").spec
     run = launch(owner, fake_llm, spec, [{"topic": "Tea"}, {"topic": "Tea"}, {"topic": "Coffee"}])
     per_prompt = fake_llm.stats()["per_prompt"]
-    tea_prompt = Task.objects.filter(run=run, step=0, context__topic="Tea").first().messages[-1]["content"]
+    tea_prompt = (
+        Task.objects.filter(run=run, step=0, context__topic="Tea").first().messages[-1]["content"]
+    )
     assert per_prompt[tea_prompt] == 1  # two identical calls, one request
     assert Task.objects.filter(run=run, step=0, cached=True).count() == 1
     flattened = Task.objects.get(run=run, step=1).context["subtopics"]
     assert len(flattened) == 9
-    assert Record.objects.filter(run=run).count() == Task.objects.filter(run=run, step=2, status="done").count() > 0
+    assert (
+        Record.objects.filter(run=run).count()
+        == Task.objects.filter(run=run, step=2, status="done").count()
+        > 0
+    )

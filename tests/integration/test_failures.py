@@ -16,8 +16,12 @@ def test_scatter_step_answering_prose_is_asked_again_then_fails_alone(owner, wor
     # Prose around the JSON is fine; prose with no JSON at all is not.
     fake_llm.configure(prose=True, never_json_for=["Volcanoes"])
     provider = provider_for(owner, fake_llm)
-    run = engine.launch_run(owner, library.get("qa-from-topics").spec, [{"topic": t} for t in TOPICS],
-                            providers={"*": provider.pk})
+    run = engine.launch_run(
+        owner,
+        library.get("qa-from-topics").spec,
+        [{"topic": t} for t in TOPICS],
+        providers={"*": provider.pk},
+    )
     wait_for(run)
     assert run.status == Run.COMPLETED
     failed = Task.objects.get(run=run, status="failed")
@@ -34,11 +38,19 @@ def test_scatter_step_answering_prose_is_asked_again_then_fails_alone(owner, wor
 
 
 def test_transient_errors_are_retried_and_permanent_ones_fail_at_once(owner, worker, fake_llm):
-    fake_llm.configure(fail_status=503, fail_first_n=1, fail_for={"Honey bees": 400},
-                       error_message="model 'fake-model' does not accept this prompt")
+    fake_llm.configure(
+        fail_status=503,
+        fail_first_n=1,
+        fail_for={"Honey bees": 400},
+        error_message="model 'fake-model' does not accept this prompt",
+    )
     provider = provider_for(owner, fake_llm)
-    run = engine.launch_run(owner, library.get("qa-from-topics").spec, [{"topic": t} for t in TOPICS],
-                            providers={"*": provider.pk})
+    run = engine.launch_run(
+        owner,
+        library.get("qa-from-topics").spec,
+        [{"topic": t} for t in TOPICS],
+        providers={"*": provider.pk},
+    )
     wait_for(run)
     assert run.status == Run.COMPLETED
     bad = Task.objects.get(run=run, status="failed")
@@ -52,13 +64,19 @@ def test_transient_errors_are_retried_and_permanent_ones_fail_at_once(owner, wor
     assert Record.objects.filter(run=run).count() == 15
 
 
-def test_worker_killed_mid_run_resumes_without_repeating_finished_calls(owner, worker_factory, fake_llm):
+def test_worker_killed_mid_run_resumes_without_repeating_finished_calls(
+    owner, worker_factory, fake_llm
+):
     fake_llm.configure(latency=0.3)
     provider = provider_for(owner, fake_llm, concurrency=8)
     topics = [f"Topic number {i}" for i in range(12)]
     first = worker_factory(RUNNER_HEARTBEAT_TTL=3)
-    run = engine.launch_run(owner, library.get("qa-from-topics").spec, [{"topic": t} for t in topics],
-                            providers={"*": provider.pk})
+    run = engine.launch_run(
+        owner,
+        library.get("qa-from-topics").spec,
+        [{"topic": t} for t in topics],
+        providers={"*": provider.pk},
+    )
     wait_for(run, until=lambda r: Task.objects.filter(run=r, status="done").count() >= 30)
     first.kill()
     done_before = {t.messages[-1]["content"] for t in Task.objects.filter(run=run, status="done")}
@@ -78,8 +96,12 @@ def test_cancel_stops_new_calls_and_resume_finishes_without_repeats(owner, worke
     fake_llm.configure(latency=0.2)
     provider = provider_for(owner, fake_llm, concurrency=4)
     topics = [f"Subject {i}" for i in range(6)]
-    run = engine.launch_run(owner, library.get("qa-from-topics").spec, [{"topic": t} for t in topics],
-                            providers={"*": provider.pk})
+    run = engine.launch_run(
+        owner,
+        library.get("qa-from-topics").spec,
+        [{"topic": t} for t in topics],
+        providers={"*": provider.pk},
+    )
     wait_for(run, until=lambda r: Task.objects.filter(run=r, status="done").count() >= 8)
     engine.cancel_run(run)
     assert run.status == Run.CANCELLED

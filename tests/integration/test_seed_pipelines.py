@@ -14,7 +14,9 @@ def test_qa_from_topics_end_to_end(owner, worker, fake_llm):
     provider = provider_for(owner, fake_llm)
     spec = library.get("qa-from-topics").spec
     topics = ["Solar energy", "Ocean tides", "Volcanoes", "Honey bees"]
-    run = engine.launch_run(owner, spec, [{"topic": t} for t in topics], providers={"*": provider.pk})
+    run = engine.launch_run(
+        owner, spec, [{"topic": t} for t in topics], providers={"*": provider.pk}
+    )
     wait_for(run)
     assert run.status == Run.COMPLETED, worker.output()[-2000:]
     # 4 topics -> 5 subtopics each -> one question and one answer per subtopic
@@ -32,7 +34,9 @@ def test_qa_from_topics_end_to_end(owner, worker, fake_llm):
         assert root.step == 0 and root.context == {"topic": rec.data["topic"]}
         assert rec.data["subtopic"] in root.parsed
     # every subtopic of every topic is present exactly once
-    per_topic = {t: sorted(r.data["subtopic"] for r in records if r.data["topic"] == t) for t in topics}
+    per_topic = {
+        t: sorted(r.data["subtopic"] for r in records if r.data["topic"] == t) for t in topics
+    }
     for t in topics:
         root = Task.objects.get(run=run, step=0, context__topic=t)
         assert per_topic[t] == sorted(root.parsed)
@@ -49,5 +53,9 @@ def test_instruction_variations_end_to_end(owner, worker, fake_llm):
     assert run.status == Run.COMPLETED
     records = list(Record.objects.filter(run=run))
     assert len(records) == 15  # 3 instructions x 5 variations
-    assert {r.data["instruction"] for r in records} == {"Write a haiku", "Write a sonnet", "Write a limerick"}
+    assert {r.data["instruction"] for r in records} == {
+        "Write a haiku",
+        "Write a sonnet",
+        "Write a limerick",
+    }
     assert all(r.data["output"] for r in records)

@@ -29,16 +29,30 @@ class Command(BaseCommand):
     help = "Run a pipeline (a spec JSON file or a built-in template slug) and write its records."
 
     def add_arguments(self, parser):
-        parser.add_argument("spec", help=f"a spec JSON file, or one of: {', '.join(library.slugs())}")
-        parser.add_argument("--input", action="append", default=[], metavar="KEY=VALUE",
-                            help="one input value (repeat for several keys)")
+        parser.add_argument(
+            "spec", help=f"a spec JSON file, or one of: {', '.join(library.slugs())}"
+        )
+        parser.add_argument(
+            "--input",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="one input value (repeat for several keys)",
+        )
         parser.add_argument("--inputs", metavar="FILE", help="many inputs: a .jsonl or .csv file")
-        parser.add_argument("--base-url", help="an OpenAI-compatible endpoint for every step, e.g. http://127.0.0.1:8001/v1")
-        parser.add_argument("--api-key", default="", help="the endpoint's API key (stored encrypted)")
+        parser.add_argument(
+            "--base-url",
+            help="an OpenAI-compatible endpoint for every step, e.g. http://127.0.0.1:8001/v1",
+        )
+        parser.add_argument(
+            "--api-key", default="", help="the endpoint's API key (stored encrypted)"
+        )
         parser.add_argument("--model", default="", help="the model every step uses")
         parser.add_argument("--concurrency", type=int, help="calls in flight at once")
         parser.add_argument("--output", help="where to write the records: .jsonl, .csv or .parquet")
-        parser.add_argument("--user", help="the owner of the run (default: the only user, else 'cli')")
+        parser.add_argument(
+            "--user", help="the owner of the run (default: the only user, else 'cli')"
+        )
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def handle(self, *args, **opts):
@@ -47,17 +61,27 @@ class Command(BaseCommand):
             user = self._user(opts["user"])
             providers = {}
             if opts["base_url"]:
-                provider = self._provider(user, opts["base_url"], opts["api_key"], opts["model"], opts["concurrency"])
+                provider = self._provider(
+                    user, opts["base_url"], opts["api_key"], opts["model"], opts["concurrency"]
+                )
                 providers = {"*": provider.pk, **{s.name: provider.pk for s in spec.steps}}
-            run = engine.launch_run(user, spec, inputs, providers=providers, model=opts["model"],
-                                    concurrency=opts["concurrency"])
+            run = engine.launch_run(
+                user,
+                spec,
+                inputs,
+                providers=providers,
+                model=opts["model"],
+                concurrency=opts["concurrency"],
+            )
         except (BadArgument, SpecError, engine.LaunchError) as exc:
             problems = getattr(exc, "problems", None) or [str(exc)]
             self.stderr.write("Cannot start the run:")
             for p in problems:
                 self.stderr.write(f"  - {p}")
             sys.exit(2)
-        self.stderr.write(f"Run {run.code} started: {len(inputs)} input(s), {len(spec.steps)} step(s).")
+        self.stderr.write(
+            f"Run {run.code} started: {len(inputs)} input(s), {len(spec.steps)} step(s)."
+        )
         try:
             run = self._watch(run, quiet=opts["quiet"])
         except KeyboardInterrupt:
@@ -89,7 +113,9 @@ class Command(BaseCommand):
         else:
             template = library.get(source)
             if template is None:
-                raise BadArgument(f"'{source}' is neither a spec file nor a template ({', '.join(library.slugs())})")
+                raise BadArgument(
+                    f"'{source}' is neither a spec file nor a template ({', '.join(library.slugs())})"
+                )
             spec = template.spec
         inputs = []
         if opts["inputs"]:
@@ -107,7 +133,9 @@ class Command(BaseCommand):
                 inputs = [row]
         if not inputs:
             if not spec.inputs:
-                raise BadArgument(f"give inputs with --input KEY=VALUE or --inputs FILE (keys: {', '.join(spec.first_step_keys())})")
+                raise BadArgument(
+                    f"give inputs with --input KEY=VALUE or --inputs FILE (keys: {', '.join(spec.first_step_keys())})"
+                )
             inputs = spec.inputs
             self.stderr.write(f"No inputs given: using the spec's {len(inputs)} example input(s).")
         if opts["concurrency"] is not None and not 1 <= opts["concurrency"] <= 10_000:
@@ -139,7 +167,9 @@ class Command(BaseCommand):
 
     def _provider(self, user, base_url, api_key, model, concurrency):
         name = f"cli {base_url}"[:100]
-        provider = Provider.objects.filter(owner=user, name=name).first() or Provider(owner=user, name=name)
+        provider = Provider.objects.filter(owner=user, name=name).first() or Provider(
+            owner=user, name=name
+        )
         provider.base_url = base_url
         if api_key or not provider.pk:
             provider.set_api_key(api_key)
@@ -180,9 +210,11 @@ class Command(BaseCommand):
             width = 30
             filled = int(width * finished / total) if total else 0
             bar = "#" * filled + "-" * (width - filled)
-            lines.append(f"{st['name'][:18]:<18} [{bar}] {finished}/{total}"
-                         + (f"  {c['failed']} failed" if c["failed"] else "")
-                         + (f"  {c['running']} running" if c["running"] else ""))
+            lines.append(
+                f"{st['name'][:18]:<18} [{bar}] {finished}/{total}"
+                + (f"  {c['failed']} failed" if c["failed"] else "")
+                + (f"  {c['running']} running" if c["running"] else "")
+            )
         lines.append(f"status: {state['status']}  records: {state['records']}")
         text = "\n".join(lines)
         if tty:

@@ -174,6 +174,10 @@ DEFAULT_LLM_BASE_URL = os.getenv("DEFAULT_LLM_BASE_URL", "")
 DEFAULT_LLM_API_KEY = os.getenv("DEFAULT_LLM_API_KEY", "")
 DEFAULT_LLM_MODEL = os.getenv("DEFAULT_LLM_MODEL", "")
 DEFAULT_LLM_CONCURRENCY = envint("DEFAULT_LLM_CONCURRENCY", 64)
+# How provider calls go out: "aiohttp" (one shared session per worker loop; measured
+# 0.43 ms of client CPU per call) or "httpx" (httpx's API over the httpx-aiohttp
+# transport; 0.76 ms per call). See README, Benchmark.
+LLM_HTTP_CLIENT = os.getenv("LLM_HTTP_CLIENT", "aiohttp")
 
 LOGGING = {
     "version": 1,

@@ -274,6 +274,7 @@ class CallRunner:
         self.semaphores = {}
         self.inflight = {}  # cache key -> asyncio.Future of Completion
         self.redis = None
+        self._cache_batch = []  # replies waiting to be written to Redis in one pipeline
 
     def setup(self):
         for pool, ep in self.endpoints.items():
@@ -314,10 +315,7 @@ class CallRunner:
                 on_attempt=attempts.append,
             )
             # Saved before anything else: a worker that dies now does not pay for this again.
-            try:
-                await self.redis.set(key, _completion_to_json(completion), ex=CACHE_TTL)
-            except Exception:
-                log.warning("could not cache a reply in Redis", exc_info=True)
+            await self._cache_put(key, _completion_to_json(completion))
             fut.set_result(completion)
             return completion, False
         except BaseException as exc:
@@ -328,6 +326,28 @@ class CallRunner:
             raise
         finally:
             self.inflight.pop(key, None)
+
+    async def _cache_put(self, key, value):
+        """Write a reply to the run's cache; replies finishing together share one round trip."""
+        done = asyncio.get_running_loop().create_future()
+        self._cache_batch.append((key, value, done))
+        if len(self._cache_batch) == 1:
+            asyncio.get_running_loop().create_task(self._cache_flush())
+        await done
+
+    async def _cache_flush(self):
+        await asyncio.sleep(0)  # let the replies that arrived in the same pass join the batch
+        batch, self._cache_batch = self._cache_batch, []
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, value, _ in batch:
+                pipe.set(key, value, ex=CACHE_TTL)
+            await pipe.execute()
+        except Exception:
+            log.warning("could not cache %d replies in Redis", len(batch), exc_info=True)
+        for _, _, done in batch:
+            if not done.done():
+                done.set_result(None)
 
     async def execute(self, job):
         attempts = []
@@ -393,6 +413,13 @@ class Driver:
         self.inflight = {}  # task id -> concurrent future
         self.results = queue.SimpleQueue()
         self.grants = {}
+        self.stats = {
+            "flushes": 0,
+            "flushed": 0,
+            "finish_s": 0.0,
+            "start_s": 0.0,
+            "inflight_sum": 0,
+        }
         self.last = {
             "progress": 0.0,
             "renew": time.monotonic(),
@@ -489,6 +516,19 @@ class Driver:
                 progress.announce(self.run)
 
     def _shutdown(self):
+        st = self.stats
+        if st["flushes"]:
+            log.info(
+                "driver %s: %d results in %d flushes (%.1f per flush), %.2fs saving, %.2fs starting, "
+                "%.0f in flight on average",
+                self.id,
+                st["flushed"],
+                st["flushes"],
+                st["flushed"] / st["flushes"],
+                st["finish_s"],
+                st["start_s"],
+                st["inflight_sum"] / st["flushes"],
+            )
         for pool in self.grants:
             try:
                 limits.release(pool, self.id)
@@ -521,9 +561,14 @@ class Driver:
             )
         rows = list(
             Task.objects.filter(run_id=self.run_id, claim=token, status=Task.RUNNING).values(
-                "id", "step", "variant", "context", "round", "attempts"
+                "id", "step", "variant", "context", "round"
             )
         )
+        self._start(rows)
+        return len(rows)
+
+    def _start(self, rows):
+        """Render the prompts of claimed tasks and hand their calls to the loop."""
         jobs, failed = [], []
         for row in rows:
             try:
@@ -540,7 +585,6 @@ class Driver:
             fut.add_done_callback(self._done)
         for r in failed:
             self.results.put(r)
-        return len(rows)
 
     def _job(self, row):
         step = self.spec.steps[row["step"]]
@@ -637,7 +681,21 @@ class Driver:
         for res in results:
             self.inflight.pop(res.task_id, None)
         if results:
-            finish(self.run, self.spec, results)
+            self.claims += 1
+            free = max(0, self.capacity - len(self.inflight))
+            t0 = time.perf_counter()
+            claimed = finish(
+                self.run, self.spec, results, claim=f"{self.id}:{self.claims}", claim_max=free
+            )
+            t1 = time.perf_counter()
+            self._start(claimed)
+            t2 = time.perf_counter()
+            st = self.stats
+            st["flushes"] += 1
+            st["flushed"] += len(results)
+            st["finish_s"] += t1 - t0
+            st["start_s"] += t2 - t1
+            st["inflight_sum"] += len(self.inflight)
 
     def _renew(self):
         self.last["renew"] = time.monotonic()
@@ -699,22 +757,23 @@ def _json_param(value):
     return json.dumps(value, ensure_ascii=False)
 
 
-def finish(run, spec, results):
-    """Save finished calls in bulk and make their children (or records, after the last step)."""
+def finish(run, spec, results, claim=None, claim_max=0):
+    """Save finished calls in bulk and make their children (or records, after the last step).
+
+    Up to `claim_max` new children are written already claimed under `claim` (a
+    driver's token), so the driver starts them at once without a round trip through
+    the pending queue; the returned rows describe them."""
     last = len(spec.steps) - 1
-    steps = dict(Task.objects.filter(id__in=[r.task_id for r in results]).values_list("id", "step"))
     meta = {
         row["id"]: row
-        for row in Task.objects.filter(id__in=[r.task_id for r in results if r.ok]).values(
+        for row in Task.objects.filter(id__in=[r.task_id for r in results]).values(
             "id", "key", "seq", "context", "variant", "step"
         )
     }
     children, records = [], []
     for res in results:
-        if not res.ok:
-            continue
         row = meta.get(res.task_id)
-        if row is None:
+        if not res.ok or row is None:
             continue
         step = spec.steps[row["step"]]
         if step.callback.type in WAITING_CALLBACKS:
@@ -736,7 +795,7 @@ def finish(run, spec, results):
         if row["step"] == last:
             records.extend(made)
         else:
-            children.append((row["step"] + 1, made))
+            children.extend((row["step"] + 1, c) for c in made)
     now = timezone.now()
     vendor = connection.vendor
     jcast = "::jsonb" if vendor == "postgresql" else ""
@@ -765,43 +824,97 @@ def finish(run, spec, results):
             Task.RUNNING,
         )
         for r in results
-        if r.task_id in steps
+        if r.task_id in meta
     ]
+    lease = now + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
+
+    direct_n = min(claim_max, len(children)) if claim else 0
     with transaction.atomic():
         with connection.cursor() as cur:
             cur.executemany(sql, params)
-        new_tasks = [
-            Task(
-                run_id=run.pk,
-                step=step_index,
-                key=c.key,
-                seq=c.seq,
-                context=c.context,
-                variant=c.variant,
-                parent_id=c.parent_id,
-                created=now,
+            if children:
+                # ON CONFLICT: children are made once, even when a task is finished twice
+                # (its lease ran out while it was being saved).
+                insert_tasks(
+                    cur,
+                    run.pk,
+                    [
+                        (
+                            step_index,
+                            c,
+                            claim if n < direct_n else "",
+                            lease if n < direct_n else None,
+                        )
+                        for n, (step_index, c) in enumerate(children)
+                    ],
+                    now,
+                )
+            if records:
+                insert_records(cur, run.pk, records, now)
+    if not direct_n:
+        return []
+    return list(
+        Task.objects.filter(run_id=run.pk, claim=claim, status=Task.RUNNING).values(
+            "id", "step", "variant", "context", "round"
+        )
+    )
+
+
+def _jcast():
+    return "::jsonb" if connection.vendor == "postgresql" else ""
+
+
+def insert_tasks(cur, run_id, rows, now):
+    """Insert tasks in one statement per batch, skipping keys the run already has.
+
+    `rows` holds (step, Child, claim, lease_until); a task with a claim is written
+    already running under that claim."""
+    j = _jcast()
+    sql = (
+        f"INSERT INTO {Task._meta.db_table} (run_id, step, key, seq, parent_id, variant, round, status, "
+        "lease_until, claim, context, messages, raw_output, parsed, error, model, attempts, attempt_log, "
+        "tokens_in, tokens_out, latency_ms, cached, created, finished) VALUES "
+        f"(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s{j}, NULL, '', NULL, '', '', 0, '[]'{j}, 0, 0, 0, %s, %s, NULL) "
+        "ON CONFLICT (run_id, key) DO NOTHING"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    created = adapt(now)
+    cur.executemany(
+        sql,
+        [
+            (
+                run_id,
+                step,
+                c.key,
+                c.seq,
+                c.parent_id,
+                c.variant,
+                Task.RUNNING if claim else Task.PENDING,
+                adapt(lease) if lease else None,
+                claim,
+                _json_param(c.context),
+                False,
+                created,
             )
-            for step_index, made in children
-            for c in made
-        ]
-        if new_tasks:
-            Task.objects.bulk_create(new_tasks, batch_size=500, ignore_conflicts=True)
-        if records:
-            Record.objects.bulk_create(
-                [
-                    Record(
-                        run_id=run.pk,
-                        task_id=c.parent_id,
-                        key=c.key,
-                        seq=c.seq,
-                        data=c.context,
-                        created=now,
-                    )
-                    for c in records
-                ],
-                batch_size=500,
-                ignore_conflicts=True,
-            )
+            for step, c, claim, lease in rows
+        ],
+    )
+
+
+def insert_records(cur, run_id, children, now):
+    j = _jcast()
+    sql = (
+        f"INSERT INTO {Record._meta.db_table} (run_id, task_id, key, seq, data, edited, review, rating, created) "
+        f"VALUES (%s, %s, %s, %s, %s{j}, NULL, %s, NULL, %s) ON CONFLICT (run_id, key) DO NOTHING"
+    )
+    created = connection.ops.adapt_datetimefield_value(now)
+    cur.executemany(
+        sql,
+        [
+            (run_id, c.parent_id, c.key, c.seq, _json_param(c.context), Record.UNREVIEWED, created)
+            for c in children
+        ],
+    )
 
 
 def settle(run, spec):

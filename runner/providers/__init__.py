@@ -1,5 +1,7 @@
 """LLM providers: one interface, the OpenAI-compatible client, retries, shared HTTP."""
 
+from django.conf import settings
+
 from .base import Completion, CompletionRequest, Provider, ProviderError
 from .http import close_clients, get_client
 from .openai import OpenAICompatible
@@ -16,7 +18,10 @@ def build_provider(kind, base_url, api_key, default_model=""):
         raise ValueError(
             f"unknown provider kind {kind!r} (known: {', '.join(sorted(PROVIDER_KINDS))})"
         ) from None
-    return cls(base_url, api_key or "", default_model=default_model or "")
+    client = None
+    if settings.LLM_HTTP_CLIENT == "httpx":
+        client = get_client()  # httpx over the aiohttp transport, shared per event loop
+    return cls(base_url, api_key or "", client=client, default_model=default_model or "")
 
 
 __all__ = [

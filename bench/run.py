@@ -1,0 +1,357 @@
+"""The benchmark: a real pipeline through the whole stack against a local fake provider.
+
+Starts a Redis server, a fake OpenAI-compatible server with a set latency, and one
+Celery worker (the same command `make run` uses), all on 127.0.0.1 with a fresh
+SQLite database; launches `qa-from-topics` on N topics; waits for the run to finish
+through the database; and prints wall time, the ideal for the concurrency, their
+ratio, calls per second and the worker's peak memory. Exits 1 when a target is missed.
+
+    .venv/bin/python -m bench.run                      # the standard scenarios
+    .venv/bin/python -m bench.run --topics 50 --latency 0.1 --concurrency 100
+"""
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.services import find_redis_server  # noqa: E402
+
+SUBTOPICS = 5  # what the template asks for, and what the fake answers
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def tree_rss(pid):
+    """Resident memory of a process and its children, in bytes."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+class Stack:
+    def __init__(self, tmp, latency):
+        self.tmp = Path(tmp)
+        self.redis_port = free_port()
+        self.fake_port = free_port()
+        self.latency = latency
+        self.procs = []
+        self.env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DATABASE_URL=f"sqlite:///{self.tmp / 'bench.sqlite3'}",
+            REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
+            CELERY_RESULT_BACKEND="disabled",
+            SECRET_KEY="bench-secret-key-not-for-production-use-0123456789",
+            PYTHONUNBUFFERED="1",
+            LOG_LEVEL="WARNING",
+            RUNNER_LOG_LEVEL=os.getenv("RUNNER_LOG_LEVEL", "WARNING"),
+        )
+
+    def start(self):
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    find_redis_server(),
+                    "--port",
+                    str(self.redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.tmp),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.fakes.openai_server",
+                    "--port",
+                    str(self.fake_port),
+                    "--latency",
+                    str(self.latency),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        wait_port(self.redis_port)
+        wait_port(self.fake_port)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True
+        )
+        os.environ.update(self.env)
+        import django
+
+        django.setup()
+        log = open(self.tmp / "worker.log", "wb")
+        self.worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                "4",
+                "--loglevel",
+                "INFO",
+                "-n",
+                "bench@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(self.worker)
+        if os.getenv("BENCH_PYSPY"):  # profile the worker: BENCH_PYSPY=out.txt
+            self.pyspy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(self.worker.pid),
+                    "--format",
+                    "raw",
+                    "-o",
+                    os.environ["BENCH_PYSPY"],
+                    "--nonblocking",
+                    "-r",
+                    "200",
+                    "-d",
+                    os.getenv("BENCH_PYSPY_SECONDS", "8"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        else:
+            self.pyspy = None
+        time.sleep(3)  # the worker connects to Redis and is ready
+
+    def stop(self):
+        if getattr(self, "pyspy", None):
+            self.pyspy.wait(30)
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def run_scenario(stack, topics, latency, concurrency):
+    from django.contrib.auth import get_user_model
+
+    from runner import engine, library
+    from runner.models import Provider, Record, Run, Task
+
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    provider, _ = Provider.objects.get_or_create(
+        owner=user,
+        name=f"fake {concurrency}",
+        defaults={
+            "base_url": f"http://127.0.0.1:{stack.fake_port}/v1",
+            "default_model": "fake",
+            "concurrency": concurrency,
+        },
+    )
+    spec = library.get("qa-from-topics").spec
+    inputs = [{"topic": f"Benchmark topic {i} {latency}"} for i in range(topics)]
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(stack.worker.pid))
+            time.sleep(0.05)
+
+    threading.Thread(target=sample, daemon=True).start()
+    t0 = time.perf_counter()
+    run = engine.launch_run(
+        user, spec, inputs, providers={"*": provider.pk}, concurrency=concurrency
+    )
+    while True:
+        run.refresh_from_db()
+        if not run.is_active:
+            break
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    done.set()
+    calls = Task.objects.filter(run=run, status="done").count()
+    failed = Task.objects.filter(run=run, status="failed").count()
+    records = Record.objects.filter(run=run).count()
+    from django.db.models import Max, Min
+
+    span = Task.objects.filter(run=run).aggregate(first=Min("finished"), last=Max("finished"))
+    run.refresh_from_db()
+    timeline = {
+        "first_done": (span["first"] - run.created).total_seconds() if span["first"] else None,
+        "last_done": (span["last"] - run.created).total_seconds() if span["last"] else None,
+        "completed": (run.finished - run.created).total_seconds() if run.finished else None,
+        "started": (run.started - run.created).total_seconds() if run.started else None,
+    }
+    from django.db.models import Avg
+
+    timeline["avg_call_ms"] = (
+        Task.objects.filter(run=run).aggregate(a=Avg("latency_ms"))["a"] / 1000
+    )
+    try:
+        import json as _json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{stack.fake_port}/_admin/stats") as resp:
+            st = _json.loads(resp.read())
+        timeline["server_max_in_flight"] = st["max_in_flight"]
+        print("  per second at the server:", [n for _, n in st["per_second"]], flush=True)
+    except Exception as exc:
+        print("  (no server stats:", exc, ")")
+    levels = [topics, topics * SUBTOPICS, topics * SUBTOPICS]
+    ideal = sum(math.ceil(n / concurrency) for n in levels) * latency
+    return {
+        "topics": topics,
+        "latency": latency,
+        "concurrency": concurrency,
+        "calls": calls,
+        "failed": failed,
+        "records": records,
+        "wall": wall,
+        "ideal": ideal,
+        "ratio": wall / ideal if ideal else None,
+        "calls_per_s": calls / wall,
+        "peak_mb": peak[0] / 1e6,
+        "timeline": timeline,
+        "status": run.status,
+        "ok": run.status == Run.COMPLETED and failed == 0,
+    }
+
+
+def report(r):
+    ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
+    print(
+        f"topics={r['topics']} latency={r['latency'] * 1000:.0f}ms concurrency={r['concurrency']}: "
+        f"{r['calls']} calls ({r['failed']} failed), {r['records']} records, wall {r['wall']:.2f}s, "
+        f"ideal {r['ideal']:.2f}s, ratio {ratio}, {r['calls_per_s']:.0f} calls/s, "
+        f"worker peak {r['peak_mb']:.0f} MB",
+        flush=True,
+    )
+    t = r["timeline"]
+    print(
+        "  from launch: "
+        + ", ".join(
+            f"{k} +{t[k]:.2f}s"
+            for k in ("started", "first_done", "last_done", "completed")
+            if t.get(k) is not None
+        )
+        + f"; mean call {t['avg_call_ms'] * 1000:.0f} ms; most calls in flight at the server: {t.get('server_max_in_flight')}",
+        flush=True,
+    )
+
+
+STANDARD = [
+    ["--topics", "200", "--latency", "0.2", "--concurrency", "200", "--max-ratio", "2.0"],
+    ["--topics", "200", "--latency", "0", "--concurrency", "200", "--min-calls-per-s", "600"],
+]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--topics", type=int)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--max-ratio", type=float)
+    parser.add_argument("--min-calls-per-s", type=float)
+    parser.add_argument("--max-memory-mb", type=float, default=300)
+    args = parser.parse_args(argv)
+    if args.topics is None:
+        # Django is set up once per process: each standard scenario runs in its own.
+        codes = [
+            subprocess.call([sys.executable, "-m", "bench.run", *a], cwd=ROOT) for a in STANDARD
+        ]
+        return 1 if any(codes) else 0
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        stack = Stack(tmp, args.latency)
+        try:
+            stack.start()
+            r = run_scenario(stack, args.topics, args.latency, args.concurrency)
+        finally:
+            stack.stop()
+            r["worker_log"] = (Path(tmp) / "worker.log").read_text(errors="replace")[-3000:]
+    report(r)
+    if os.getenv("BENCH_WORKER_LOG"):
+        print(r.get("worker_log", ""))
+    misses = []
+    if not r["ok"]:
+        misses.append(f"run ended {r['status']} with {r['failed']} failed tasks")
+    if args.max_ratio and r["ratio"] and r["ratio"] > args.max_ratio:
+        misses.append(f"ratio {r['ratio']:.2f} is above the target {args.max_ratio}")
+    if args.min_calls_per_s and r["calls_per_s"] < args.min_calls_per_s:
+        misses.append(
+            f"{r['calls_per_s']:.0f} calls/s is below the target {args.min_calls_per_s:.0f}"
+        )
+    if r["peak_mb"] > args.max_memory_mb:
+        misses.append(
+            f"worker peak {r['peak_mb']:.0f} MB is above the target {args.max_memory_mb:.0f} MB"
+        )
+    for m in misses:
+        print("  MISSED:", m, flush=True)
+    if not misses:
+        print("  targets met", flush=True)
+    return 1 if misses else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,15 @@
+"""The designer's pages. Each topic module holds its views and its urlpatterns."""
+
 from django.urls import path
 
-from . import views
+from . import editor, pipelines, providers, runs, views
 
 app_name = "designer"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    *pipelines.urlpatterns,
+    *providers.urlpatterns,
+    *editor.urlpatterns,
+    *runs.urlpatterns,
 ]

@@ -5,8 +5,8 @@ import json
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from .engine import run_state
 from .models import Run
+from .stats import run_state
 
 
 class RunConsumer(AsyncWebsocketConsumer):

@@ -23,7 +23,7 @@ from datetime import timedelta
 import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from . import aio, limits, progress, templating
@@ -1012,55 +1012,6 @@ def settle(run, spec):
     return run.status != Run.RUNNING
 
 
-# -- state ---------------------------------------------------------------------------------
-
-
-def run_state(run):
-    """The current state of a run, as the run page and the command line show it."""
-    spec = run.spec
-    steps = [
-        {
-            "index": i,
-            "name": s["name"],
-            "counts": {k: 0 for k, _ in Task.STATUSES},
-            "tokens_in": 0,
-            "tokens_out": 0,
-        }
-        for i, s in enumerate(spec.get("steps", []))
-    ]
-    rows = (
-        Task.objects.filter(run_id=run.pk)
-        .values("step", "status")
-        .annotate(n=Count("id"), tin=Sum("tokens_in"), tout=Sum("tokens_out"))
-    )
-    for row in rows:
-        if row["step"] < len(steps):
-            st = steps[row["step"]]
-            st["counts"][row["status"]] = row["n"]
-            st["tokens_in"] += row["tin"] or 0
-            st["tokens_out"] += row["tout"] or 0
-    return {
-        "run": str(run.code),
-        "status": run.status,
-        "error": run.error,
-        "steps": steps,
-        "records": Record.objects.filter(run_id=run.pk).count(),
-        "started": run.started.isoformat() if run.started else None,
-        "finished": run.finished.isoformat() if run.finished else None,
-    }
-
-
-def failure_summary(run):
-    """Failed tasks counted by reason, most common first."""
-    rows = (
-        Task.objects.filter(run_id=run.pk, status=Task.FAILED)
-        .values("error")
-        .annotate(n=Count("id"))
-        .order_by("-n")
-    )
-    return [(r["n"], r["error"]) for r in rows]
-
-
 def orphaned_runs():
     """Runs that should be moving but that no live driver is driving."""
     out = []
@@ -1081,8 +1032,6 @@ __all__ = [
     "Driver",
     "finish",
     "settle",
-    "run_state",
-    "failure_summary",
     "orphaned_runs",
     "StepResult",
     "Child",

@@ -15,7 +15,7 @@ log = logging.getLogger("runner.progress")
 
 
 def announce(run):
-    from .engine import run_state
+    from .stats import run_state
 
     try:
         state = run_state(run)

@@ -78,9 +78,10 @@ def redis_client(redis_server):
 def worker_env(**extra):
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['TEST']['NAME']}",
-        REDIS_URL=settings.REDIS_URL,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        TEST_SUBPROCESS="1",
+        TEST_DB_PATH=settings.DATABASES["default"]["TEST"]["NAME"],
+        TEST_REDIS_PORT=str(settings.TEST_REDIS_PORT),
         CELERY_RESULT_BACKEND="disabled",
         RUNNER_LEASE_SECONDS="20",
         RUNNER_WATCHDOG_SECONDS="1",

@@ -18,6 +18,9 @@ TEST_DB_PATH = Path(os.environ.get("TEST_DB_PATH", BASE_DIR / "var" / "test" / "
 TEST_DB_PATH.parent.mkdir(parents=True, exist_ok=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(TEST_DB_PATH)}
+    if os.environ.get("TEST_SUBPROCESS"):
+        # daphne, workers and commands started by the tests open the test database itself.
+        DATABASES["default"]["NAME"] = str(TEST_DB_PATH)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,6 +1,6 @@
 import time
 
-from runner import engine
+from runner import stats
 from runner.models import Provider
 
 
@@ -20,4 +20,4 @@ def wait_for(run, timeout=60, until=None):
         if until(run) if until else not run.is_active:
             return run
         time.sleep(0.1)
-    raise AssertionError(f"run still {run.status} after {timeout}s: {engine.run_state(run)}")
+    raise AssertionError(f"run still {run.status} after {timeout}s: {stats.run_state(run)}")

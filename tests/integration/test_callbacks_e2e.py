@@ -2,7 +2,7 @@
 
 import pytest
 
-from runner import engine, library
+from runner import engine, library, stats
 from runner.builder import PipelineBuilder, Step
 from runner.models import Record, Run, Task
 
@@ -18,7 +18,7 @@ def launch(owner, fake, spec, inputs=None):
         owner, spec, inputs if inputs is not None else spec.inputs, providers={"*": provider.pk}
     )
     wait_for(run)
-    assert run.status == Run.COMPLETED, engine.run_state(run)
+    assert run.status == Run.COMPLETED, stats.run_state(run)
     return run
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runner import engine, library
+from runner import engine, library, stats
 from runner.models import Record, Run, Task
 
 from .helpers import provider_for, wait_for
@@ -34,7 +34,7 @@ def test_scatter_step_answering_prose_is_asked_again_then_fails_alone(owner, wor
     # the other three topics went all the way
     assert Record.objects.filter(run=run).count() == 15
     assert {r.data["topic"] for r in Record.objects.filter(run=run)} == set(TOPICS) - {"Volcanoes"}
-    assert engine.failure_summary(run) == [(1, "reply was not a JSON list")]
+    assert stats.failure_summary(run) == [(1, "reply was not a JSON list")]
 
 
 def test_transient_errors_are_retried_and_permanent_ones_fail_at_once(owner, worker, fake_llm):

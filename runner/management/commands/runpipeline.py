@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from runner import engine, export, library
+from runner import engine, export, library, stats
 from runner.models import Provider, Run
 from runner.spec import PipelineSpec, SpecError
 
@@ -90,7 +90,7 @@ class Command(BaseCommand):
             sys.exit(130)
         n = export.write_records(run, output)
         self.stderr.write(f"Wrote {n} record(s) to {output}")
-        failures = engine.failure_summary(run)
+        failures = stats.failure_summary(run)
         if run.status != Run.COMPLETED or failures:
             total = sum(c for c, _ in failures)
             if failures:
@@ -189,7 +189,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         while True:
             run.refresh_from_db()
-            state = engine.run_state(run)
+            state = stats.run_state(run)
             now = time.monotonic()
             if not quiet and (tty or now - last_print > 2 or not run.is_active):
                 self._draw(state, tty)

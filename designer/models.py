@@ -1,0 +1,52 @@
+"""Saved pipelines and their versions. A pipeline's content is always a spec (runner.spec)."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from runner.spec import PipelineSpec
+
+
+class Pipeline(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pipelines"
+    )
+    name = models.CharField(max_length=200)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def latest(self):
+        return self.versions.order_by("-number").first()
+
+    def spec(self):
+        """The latest version's spec (a PipelineSpec)."""
+        version = self.latest
+        return (
+            PipelineSpec.model_validate(version.spec) if version else PipelineSpec(name=self.name)
+        )
+
+
+class PipelineVersion(models.Model):
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField()
+    note = models.CharField(max_length=200, blank=True, default="")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "number"], name="version_pipeline_number")
+        ]
+
+    def __str__(self):
+        return f"{self.pipeline.name} v{self.number}"

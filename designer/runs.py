@@ -1,0 +1,3 @@
+"""Views: see the module docstring once written."""
+
+urlpatterns = []

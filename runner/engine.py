@@ -275,6 +275,7 @@ class CallRunner:
         self.inflight = {}  # cache key -> asyncio.Future of Completion
         self.redis = None
         self._cache_batch = []  # replies waiting to be written to Redis in one pipeline
+        self.retrying = 0  # calls waiting to try again after a transient error
 
     def setup(self):
         for pool, ep in self.endpoints.items():
@@ -304,6 +305,16 @@ class CallRunner:
             return await asyncio.shield(shared), True
         fut = asyncio.get_running_loop().create_future()
         self.inflight[key] = fut
+        waiting = [False]
+
+        def track(info):
+            attempts.append(info)
+            if waiting[0]:
+                self.retrying -= 1
+            waiting[0] = not info["ok"]
+            if waiting[0]:
+                self.retrying += 1
+
         try:
             completion = await complete_with_retries(
                 self.providers[job.pool],
@@ -312,7 +323,7 @@ class CallRunner:
                 backoff_base=settings.RUNNER_BACKOFF_BASE,
                 backoff_max=settings.RUNNER_BACKOFF_MAX,
                 semaphore=self.semaphores[job.pool],
-                on_attempt=attempts.append,
+                on_attempt=track,
             )
             # Saved before anything else: a worker that dies now does not pay for this again.
             await self._cache_put(key, _completion_to_json(completion))
@@ -326,6 +337,8 @@ class CallRunner:
             raise
         finally:
             self.inflight.pop(key, None)
+            if waiting[0]:
+                self.retrying -= 1
 
     async def _cache_put(self, key, value):
         """Write a reply to the run's cache; replies finishing together share one round trip."""
@@ -513,9 +526,24 @@ class Driver:
                 idle_since = None
             if time.monotonic() - self.last["progress"] > settings.RUNNER_PROGRESS_SECONDS:
                 self.last["progress"] = time.monotonic()
+                self._publish_retrying()
                 progress.announce(self.run)
 
+    def _publish_retrying(self):
+        key = f"pd:retrying:{self.run_id}"
+        try:
+            pipe = limits.client().pipeline(transaction=False)
+            pipe.hset(key, self.id, self.calls.retrying)
+            pipe.expire(key, settings.RUNNER_HEARTBEAT_TTL * 2)
+            pipe.execute()
+        except Exception:
+            log.warning("could not publish the retry count", exc_info=True)
+
     def _shutdown(self):
+        try:
+            limits.client().hdel(f"pd:retrying:{self.run_id}", self.id)
+        except Exception:
+            pass
         st = self.stats
         if st["flushes"]:
             log.info(

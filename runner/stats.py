@@ -35,6 +35,7 @@ def run_state(run):
             st["tokens_out"] += row["tout"] or 0
     return {
         "run": str(run.code),
+        "retrying": retrying(run),
         "status": run.status,
         "error": run.error,
         "steps": steps,
@@ -53,3 +54,13 @@ def failure_summary(run):
         .order_by("-n")
     )
     return [(r["n"], r["error"]) for r in rows]
+
+
+def retrying(run):
+    """Calls of this run waiting to try again after a transient error (kept in Redis by drivers)."""
+    from . import limits
+
+    try:
+        return sum(int(v) for v in limits.client().hvals(f"pd:retrying:{run.pk}"))
+    except Exception:
+        return 0

@@ -1,0 +1,104 @@
+"""The engine's bookkeeping against the database, without a worker: finish, fan out, settle."""
+
+import pytest
+
+from runner import engine
+from runner.builder import PipelineBuilder, Step
+from runner.models import Provider, Record, Run, Task
+
+pytestmark = pytest.mark.django_db
+
+
+def launch(owner, spec, inputs):
+    provider = Provider(owner=owner, name="p", base_url="http://127.0.0.1:9/v1", default_model="m")
+    provider.save()
+    run = engine.launch_run(owner, spec, inputs, providers={"*": provider.pk})
+    Run.objects.filter(pk=run.pk).update(status=Run.RUNNING)
+    run.refresh_from_db()
+    return run
+
+
+def complete(run, spec, step, parsed_by_topic):
+    tasks = list(Task.objects.filter(run=run, step=step))
+    Task.objects.filter(pk__in=[t.pk for t in tasks]).update(status=Task.RUNNING)
+    results = [
+        engine.Result(
+            t.pk,
+            True,
+            [{"role": "user", "content": "x"}],
+            text="x",
+            parsed=parsed_by_topic(t.context),
+        )
+        for t in tasks
+    ]
+    engine.finish(run, spec, results)
+
+
+def qa_spec():
+    p = PipelineBuilder("qa")
+    (
+        p
+        << Step("List 5 {{topic}}", name="subs", output="json_list", output_key="subs").scatter(
+            "sub"
+        )
+        << Step("Q {{sub}}", name="q", output_key="question")
+    )
+    return p.build()
+
+
+def test_scatter_of_an_empty_list_ends_the_branch_and_the_run_completes(owner):
+    spec = qa_spec()
+    run = launch(owner, spec, [{"topic": "empty"}, {"topic": "full"}])
+    complete(run, spec, 0, lambda ctx: [] if ctx["topic"] == "empty" else ["a", "b"])
+    assert Task.objects.filter(run=run, step=1).count() == 2
+    assert not engine.settle(run, spec)  # two questions still to make
+    complete(run, spec, 1, lambda ctx: f"why {ctx['sub']}?")
+    assert engine.settle(run, spec)
+    run.refresh_from_db()
+    assert run.status == Run.COMPLETED
+    assert sorted(r.data["question"] for r in Record.objects.filter(run=run)) == [
+        "why a?",
+        "why b?",
+    ]
+    assert not Task.objects.filter(run=run, status="failed").exists()
+
+
+def test_finishing_a_task_twice_does_not_make_its_children_twice(owner):
+    spec = qa_spec()
+    run = launch(owner, spec, [{"topic": "t"}])
+    complete(run, spec, 0, lambda ctx: ["a", "b", "c"])
+    task = Task.objects.get(run=run, step=0)
+    Task.objects.filter(pk=task.pk).update(
+        status=Task.RUNNING
+    )  # as if a lease ran out and it was run again
+    engine.finish(run, spec, [engine.Result(task.pk, True, [], text="x", parsed=["a", "b", "c"])])
+    assert Task.objects.filter(run=run, step=1).count() == 3
+
+
+def test_children_can_be_written_already_claimed(owner):
+    spec = qa_spec()
+    run = launch(owner, spec, [{"topic": "t"}])
+    task = Task.objects.get(run=run, step=0)
+    Task.objects.filter(pk=task.pk).update(status=Task.RUNNING)
+    claimed = engine.finish(
+        run,
+        spec,
+        [engine.Result(task.pk, True, [], text="x", parsed=["a", "b", "c"])],
+        claim="drv:1",
+        claim_max=2,
+    )
+    assert len(claimed) == 2 and {c["context"]["sub"] for c in claimed} <= {"a", "b", "c"}
+    assert Task.objects.filter(run=run, step=1, status="running", claim="drv:1").count() == 2
+    assert Task.objects.filter(run=run, step=1, status="pending").count() == 1
+
+
+def test_launch_refuses_missing_inputs_and_unknown_providers(owner):
+    spec = qa_spec()
+    with pytest.raises(engine.LaunchError) as info:
+        engine.launch_run(owner, spec, [{"subject": "x"}])
+    assert info.value.problems == ["input 1 has no value for topic"]
+    p = PipelineBuilder() << Step("{{x}}", output_key="y", provider="nowhere", model="m")
+    with pytest.raises(engine.LaunchError) as info:
+        engine.launch_run(owner, p.build(), [{"x": 1}])
+    assert "no provider named 'nowhere'" in info.value.problems[0]
+    assert not Run.objects.exists()

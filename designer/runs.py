@@ -1,3 +1,311 @@
-"""Views: see the module docstring once written."""
+"""Run pages: the runs list, one run live, cancel/resume/retry, and the task inspector.
 
-urlpatterns = []
+Every view is owner-only through `run_for` (another user's run is a 404). Pages
+stay a few aggregate queries whatever the size of the run: the run page renders
+`runner.stats.run_state` (the same state the websocket sends after), and tables
+are paged 50 rows at a time.
+"""
+
+import json
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Q, Sum, TextField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Substr
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from runner import engine, stats
+from runner.models import Run, Task
+
+from .access import run_for
+from .models import Pipeline
+
+PAGE_SIZE = 50
+
+
+def step_names(run):
+    return [s.get("name", f"step {i + 1}") for i, s in enumerate(run.spec.get("steps", []))]
+
+
+def pipeline_label(run):
+    """'Name v3' for the saved pipeline a run executed, or the spec's name."""
+    name = None
+    if run.pipeline_code:
+        name = (
+            Pipeline.objects.filter(code=run.pipeline_code).values_list("name", flat=True).first()
+        )
+    name = name or run.spec.get("name", "")
+    return f"{name} v{run.pipeline_version}" if run.pipeline_version else name
+
+
+def pretty(value):
+    """JSON as people read it (escaped by the template like any other text)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def duration(start, end=None):
+    """'1h 05m', '3m 20s', '12s' from start to end (or now); None before the start."""
+    if not start:
+        return None
+    total = max(0, int(((end or timezone.now()) - start).total_seconds()))
+    h, m, s = total // 3600, total % 3600 // 60, total % 60
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def ancestors(task, depth):
+    """The task's chain from the seed input down to it; `task` was loaded with its parents."""
+    chain = []
+    while task is not None and len(chain) <= depth:
+        chain.append(task)
+        if task.parent_id is None:
+            break
+        task = task.parent
+    return list(reversed(chain))
+
+
+def lineage_path(prefix, depth):
+    """'task__parent__parent': select_related along it loads a lineage in the same query."""
+    return "__".join(([prefix] if prefix else []) + ["parent"] * depth)
+
+
+# -- runs list ---------------------------------------------------------------------
+
+
+@login_required
+def run_list(request):
+    runs = (
+        Run.objects.filter(owner=request.user)
+        .order_by("-created")
+        .only(
+            "code",
+            "name",
+            "status",
+            "created",
+            "started",
+            "finished",
+            "pipeline_code",
+            "pipeline_version",
+        )
+        .annotate(spec_name=KT("spec__name"))
+    )
+    page = Paginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
+    # The page's runs first, then their tasks counted in one grouped query.
+    aggregates = {
+        "total": Count("id"),
+        "finished": Count("id", filter=Q(status__in=Task.TERMINAL)),
+        "failed": Count("id", filter=Q(status=Task.FAILED)),
+        "calls": Sum("attempts"),
+        "tokens": Sum("tokens_in") + Sum("tokens_out"),
+    }
+    pricing = stats.has_cost()
+    if pricing:
+        aggregates["cost"] = Sum("cost")
+    counts = {
+        row["run_id"]: row
+        for row in Task.objects.filter(run_id__in=[r.pk for r in page])
+        .values("run_id")
+        .annotate(**aggregates)
+        .order_by()
+    }
+    codes = {r.pipeline_code for r in page if r.pipeline_code}
+    names = dict(Pipeline.objects.filter(code__in=codes).values_list("code", "name"))
+    rows = []
+    for r in page:
+        c = counts.get(r.pk, {})
+        total, finished = c.get("total", 0), c.get("finished", 0)
+        rows.append(
+            {
+                "run": r,
+                "pipeline": names.get(r.pipeline_code) or r.spec_name or "",
+                "version": r.pipeline_version,
+                "total": total,
+                "finished": finished,
+                "failed": c.get("failed", 0),
+                "calls": c.get("calls") or 0,
+                "tokens": c.get("tokens") or 0,
+                "duration": duration(r.started, r.finished),
+                "cost": c["cost"] / 1e6 if pricing and c.get("cost") else None,
+            }
+        )
+    return render(request, "runs/list.html", {"page": page, "rows": rows, "has_cost": pricing})
+
+
+# -- one run, live --------------------------------------------------------------------
+
+
+@login_required
+def run_detail(request, code):
+    run = run_for(request.user, code)
+    state = stats.run_state(run)
+    return render(
+        request,
+        "runs/detail.html",
+        {
+            "run": run,
+            "state": state,
+            "pipeline": pipeline_label(run),
+            "percent": round(100 * state["progress"], 1),
+            "elapsed": duration(run.started, run.finished) or "-",
+            "ws_path": f"/ws/runs/{run.code}/",
+        },
+    )
+
+
+@login_required
+@require_POST
+def run_cancel(request, code):
+    run = run_for(request.user, code)
+    if not run.is_active:
+        messages.error(request, f"The run is {run.status}, so there is nothing to cancel.")
+    else:
+        engine.cancel_run(run)
+        messages.success(request, "Cancelled: calls in flight finish; resume picks up the rest.")
+    return redirect("designer:run-detail", code=run.code)
+
+
+@login_required
+@require_POST
+def run_resume(request, code):
+    run = run_for(request.user, code)
+    if run.is_active:
+        messages.error(request, "The run is still going: cancel it first to resume it later.")
+    elif run.status == Run.COMPLETED:
+        messages.error(request, "The run has completed; to run failed tasks again, retry them.")
+    else:
+        engine.resume_run(run, failed=False)
+        messages.success(request, "Resumed: tasks not yet done are queued again.")
+    return redirect("designer:run-detail", code=run.code)
+
+
+@login_required
+@require_POST
+def run_retry_failed(request, code):
+    run = run_for(request.user, code)
+    failed = Task.objects.filter(run=run, status=Task.FAILED).count()
+    if not failed:
+        messages.error(request, "No task has failed, so there is nothing to retry.")
+    else:
+        engine.retry_failed(run)
+        messages.success(request, f"Retrying {failed} failed task(s) with fresh calls.")
+    return redirect("designer:run-detail", code=run.code)
+
+
+# -- task inspector ---------------------------------------------------------------------
+
+
+@login_required
+def task_list(request, code):
+    run = run_for(request.user, code)
+    names = step_names(run)
+    tasks = Task.objects.filter(run=run)
+    step, status = request.GET.get("step", ""), request.GET.get("status", "")
+    reason = request.GET.get("reason", "")
+    if step.isdigit() and int(step) < len(names):
+        tasks = tasks.filter(step=int(step))
+    else:
+        step = ""
+    if status in dict(Task.STATUSES):
+        tasks = tasks.filter(status=status)
+    else:
+        status = ""
+    if reason:
+        tasks = tasks.filter(error__startswith=reason)
+    tasks = (
+        tasks.order_by("step", "seq", "id")
+        .only(
+            "id",
+            "step",
+            "status",
+            "key",
+            "error",
+            "model",
+            "attempts",
+            "tokens_in",
+            "tokens_out",
+            "latency_ms",
+            "cached",
+        )
+        .annotate(
+            input_excerpt=Substr(Cast("context", TextField()), 1, 160),
+            output_excerpt=Substr("raw_output", 1, 160),
+        )
+    )
+    page = Paginator(tasks, PAGE_SIZE).get_page(request.GET.get("page"))
+    for t in page:
+        t.step_name = names[t.step] if t.step < len(names) else t.step
+    query = {k: v for k, v in (("step", step), ("status", status), ("reason", reason)) if v}
+    return render(
+        request,
+        "runs/tasks.html",
+        {
+            "run": run,
+            "page": page,
+            "steps": list(enumerate(names)),
+            "statuses": [s for s, _ in Task.STATUSES],
+            "step": step,
+            "status": status,
+            "reason": reason,
+            "query": urlencode(query),
+        },
+    )
+
+
+@login_required
+def task_detail(request, code, task_id):
+    run = run_for(request.user, code)
+    names = step_names(run)
+    qs = Task.objects.filter(run=run)
+    if len(names) > 1:
+        qs = qs.select_related(lineage_path("", len(names) - 1))
+    task = get_object_or_404(qs, pk=task_id)
+    lineage = ancestors(task, len(names))
+    children = list(
+        task.children.order_by("seq", "id").only("id", "step", "status", "key", "variant")[:100]
+    )
+    n_children = task.children.count() if len(children) == 100 else len(children)
+    records = list(task.records.order_by("seq").only("id", "key", "review", "rating")[:50])
+    for t in lineage + children:
+        t.step_name = names[t.step] if t.step < len(names) else t.step
+    return render(
+        request,
+        "runs/task.html",
+        {
+            "run": run,
+            "task": task,
+            "step_name": names[task.step] if task.step < len(names) else task.step,
+            "context": pretty(task.context),
+            "parsed": pretty(task.parsed),
+            "prompt": [
+                {"role": m.get("role", ""), "content": pretty(m.get("content"))}
+                for m in (task.messages or [])
+                if isinstance(m, dict)
+            ],
+            "attempts": [a for a in task.attempt_log or [] if isinstance(a, dict)],
+            "lineage": lineage[:-1],
+            "children": children,
+            "n_children": n_children,
+            "records": records,
+            "review_url": reverse("designer:run-review", kwargs={"code": run.code}),
+        },
+    )
+
+
+urlpatterns = [
+    path("runs/", run_list, name="run-list"),
+    path("runs/<uuid:code>/", run_detail, name="run-detail"),
+    path("runs/<uuid:code>/cancel/", run_cancel, name="run-cancel"),
+    path("runs/<uuid:code>/resume/", run_resume, name="run-resume"),
+    path("runs/<uuid:code>/retry-failed/", run_retry_failed, name="run-retry-failed"),
+    path("runs/<uuid:code>/tasks/", task_list, name="run-tasks"),
+    path("runs/<uuid:code>/tasks/<int:task_id>/", task_detail, name="task-detail"),
+]

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import editor, pipelines, providers, runs, views
+from . import editor, exports, launch, pipelines, providers, review, runs, views
 
 app_name = "designer"
 
@@ -11,5 +11,8 @@ urlpatterns = [
     *pipelines.urlpatterns,
     *providers.urlpatterns,
     *editor.urlpatterns,
+    *launch.urlpatterns,
     *runs.urlpatterns,
+    *review.urlpatterns,
+    *exports.urlpatterns,
 ]

@@ -1,16 +1,28 @@
-"""The run page's websocket: current state on connect, then coalesced updates."""
+"""The run page's websocket: current state on connect, then coalesced updates.
 
+Drivers announce the whole state a few times a second each; a page gets at most
+one message every `MIN_INTERVAL` seconds, always the latest state (a burst of
+announcements becomes one message, and the last one is never lost).
+"""
+
+import asyncio
 import json
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .models import Run
+from .progress import LIVE_FIELDS
 from .stats import run_state
+
+MIN_INTERVAL = 0.25
 
 
 class RunConsumer(AsyncWebsocketConsumer):
     async def connect(self):
+        self._latest = None
+        self._flusher = None
+        self._last_sent = 0.0
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
@@ -25,6 +37,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self._send_state(await database_sync_to_async(run_state)(self.run))
 
     async def disconnect(self, code):
+        if self._flusher is not None:
+            self._flusher.cancel()
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -43,13 +57,37 @@ class RunConsumer(AsyncWebsocketConsumer):
             )
 
     async def run_refresh(self):
-        await self.run.arefresh_from_db()
+        await self.run.arefresh_from_db(fields=LIVE_FIELDS)
+        self._latest = None  # fresher than anything waiting
         await self._send_state(await database_sync_to_async(run_state)(self.run))
 
     async def run_progress(self, event):
-        await self._send_state(event["state"])
+        self._latest = event["state"]
+        if self._flusher is not None:
+            return  # a send is already scheduled; it will carry this state
+        if self._last_sent + MIN_INTERVAL <= asyncio.get_running_loop().time():
+            await self._flush()
+        else:
+            self._flusher = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self):
+        loop = asyncio.get_running_loop()
+        try:
+            while self._latest is not None:
+                wait = self._last_sent + MIN_INTERVAL - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self._flush()
+        finally:
+            self._flusher = None
+
+    async def _flush(self):
+        state, self._latest = self._latest, None
+        if state is not None:
+            await self._send_state(state)
 
     async def _send_state(self, state):
+        self._last_sent = asyncio.get_running_loop().time()
         await self.send(json.dumps({"type": "state", "state": state}))
 
     @database_sync_to_async

@@ -1,48 +1,168 @@
-"""Writing a run's records as a dataset file, streamed in batches.
+"""Writing a run's records as a dataset file, streamed in batches, and its dataset card.
 
-Each row holds every context key of its record at top level; metadata (run,
-record key, review state, lineage) goes under one `_meta` key (JSONL) or
-`_meta_*` columns (CSV, Parquet).
+Three shapes of row:
+
+- plain: every field of a record (its edited version when it was edited), or the
+  chosen fields renamed; metadata (run, record key, review state) under one
+  `_meta` key (JSONL) or `_meta_*` columns (CSV, Parquet);
+- chat: `{"messages": [system?, user, assistant]}` for supervised fine-tuning;
+- preference: `{"prompt", "chosen", "rejected"}` from pipelines that make two
+  answers per prompt (a broadcast step): chosen by rating, by review, or first/second.
+
+Everything streams: records are read in keyset-paged batches and written as they
+come, so an export never holds a whole run in memory. The web page and
+`manage.py exportrun` share this module.
 """
 
 import csv
+import io
 import json
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from django.db.models import Q
 
 from .models import Record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
+SHAPES = ("plain", "chat", "preference")
+CHOICES = ("rating", "review", "first", "second")
 BATCH = 2000
+CHUNK_BYTES = 64 * 1024
+META_KEYS = ("run", "record", "task", "review", "rating", "edited")
+PAIR_META_KEYS = ("run", "chosen_record", "rejected_record", "chosen_rating", "rejected_rating")
 
 
-def iter_rows(run, accepted_only=False):
+class ExportError(ValueError):
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def parse_fields(text):
+    """'a,b:renamed' -> [("a", "a"), ("b", "renamed")]; ExportError names a bad entry."""
+    fields, names, problems = [], set(), []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        source, _, name = part.partition(":")
+        source, name = source.strip(), (name.strip() or source.strip())
+        if not source:
+            problems.append(f"'{part}' names no field: write FIELD or FIELD:NEW_NAME")
+            continue
+        if name in names:
+            problems.append(f"two fields would both be called '{name}': rename one of them")
+        names.add(name)
+        fields.append((source, name))
+    if problems:
+        raise ExportError(problems)
+    return fields
+
+
+@dataclass
+class Options:
+    shape: str = "plain"
+    accepted_only: bool = False
+    fields: list | None = None  # [(source, name)]; None: every field
+    meta: bool = True
+    prompt_field: str = ""
+    answer_field: str = ""
+    system: str = ""
+    choose: str = "rating"
+
+    def problems(self, keys=None):
+        out = []
+        if self.shape not in SHAPES:
+            out.append(f"format '{self.shape}' is unknown: use one of {', '.join(SHAPES)}")
+        if self.shape in ("chat", "preference"):
+            for label, value in (("prompt", self.prompt_field), ("answer", self.answer_field)):
+                if not value:
+                    out.append(f"choose the {label} field for the {self.shape} format")
+                elif keys is not None and value not in keys:
+                    out.append(f"the records have no field '{value}' (they have {', '.join(keys)})")
+        if self.shape == "preference" and self.choose not in CHOICES:
+            out.append(f"choose pairs by one of {', '.join(CHOICES)}, not '{self.choose}'")
+        if self.shape == "plain" and keys is not None:
+            for source, _ in self.fields or []:
+                if source not in keys:
+                    out.append(
+                        f"the records have no field '{source}' (they have {', '.join(keys)})"
+                    )
+        return out
+
+
+def record_keys(run):
+    """The fields of the run's records, in the order they were made (seed input first)."""
+    keys = []
+    first = Record.objects.filter(run_id=run.pk).order_by("seq").values("data").first()
+    if first:
+        keys = list(first["data"])
+    try:
+        spec = run.parsed_spec()
+        contexts = spec.contexts()
+    except Exception:  # an old or odd spec: the first record is enough
+        return keys
+    if contexts and contexts[-1] is not None:
+        for k in sorted(contexts[-1]) + spec.steps[-1].result_keys():
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+def default_chat_fields(run):
+    """A guess for (prompt, answer): the last two steps' outputs ("question", "answer")."""
+    steps = run.spec.get("steps", [])
+    outs = [s.get("output_key", "") for s in steps]
+    if len(outs) >= 2:
+        return outs[-2], outs[-1]
+    keys = record_keys(run)
+    return (keys[0] if keys else ""), (outs[-1] if outs else "")
+
+
+def iter_records(run, accepted_only=False):
+    """The run's records in seq order, in batches: dicts with the current data."""
     qs = Record.objects.filter(run_id=run.pk)
     if accepted_only:
         qs = qs.filter(review=Record.ACCEPTED)
-    last_seq = None
+    last = None
     while True:
-        page = qs.order_by("seq")
-        if last_seq is not None:
-            page = page.filter(seq__gt=last_seq)
+        page = qs.order_by("seq", "id")
+        if last is not None:
+            page = page.filter(Q(seq__gt=last[0]) | Q(seq=last[0], id__gt=last[1]))
         batch = list(
-            page.values("key", "seq", "data", "edited", "review", "rating", "task_id")[:BATCH]
+            page.values("id", "key", "seq", "data", "edited", "review", "rating", "task_id")[:BATCH]
         )
         if not batch:
             return
         for r in batch:
-            data = r["edited"] if r["edited"] is not None else r["data"]
-            yield (
-                data,
-                {
-                    "run": str(run.code),
-                    "record": r["key"],
-                    "task": r["task_id"],
-                    "review": r["review"],
-                    "rating": r["rating"],
-                    "edited": r["edited"] is not None,
-                },
-            )
-        last_seq = batch[-1]["seq"]
+            r["current"] = r["edited"] if r["edited"] is not None else r["data"]
+            yield r
+        last = (batch[-1]["seq"], batch[-1]["id"])
+
+
+def iter_rows(run, accepted_only=False):
+    """(data, meta) for each record: the plain export without field choices."""
+    for r in iter_records(run, accepted_only):
+        yield r["current"], _meta(run, r)
+
+
+def _meta(run, r):
+    return {
+        "run": str(run.code),
+        "record": r["key"],
+        "task": r["task_id"],
+        "review": r["review"],
+        "rating": r["rating"],
+        "edited": r["edited"] is not None,
+    }
+
+
+def _text(value):
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _cell(value):
@@ -51,74 +171,377 @@ def _cell(value):
     return json.dumps(value, ensure_ascii=False)
 
 
-def write_records(run, path, accepted_only=False):
-    """Write the records to `path` (format from its suffix); return the number of rows."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"unknown output format '{suffix}': use one of {', '.join(FORMATS)}")
-    rows = iter_rows(run, accepted_only)
-    if suffix == ".jsonl":
-        n = 0
-        with path.open("w", encoding="utf-8") as fh:
-            for data, meta in rows:
-                fh.write(json.dumps({**data, "_meta": meta}, ensure_ascii=False) + "\n")
-                n += 1
-        return n
-    # CSV and Parquet need the columns up front: one pass for the keys, one to write.
-    columns = []
-    for data, _ in iter_rows(run, accepted_only):
-        for k in data:
-            if k not in columns:
-                columns.append(k)
-    meta_cols = ["_meta_run", "_meta_record", "_meta_task", "_meta_review", "_meta_rating"]
-    if suffix == ".csv":
-        n = 0
-        with path.open("w", encoding="utf-8", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(columns + meta_cols)
-            for data, meta in rows:
-                w.writerow(
-                    [_cell(data.get(c)) for c in columns]
-                    + [meta["run"], meta["record"], meta["task"], meta["review"], meta["rating"]]
-                )
-                n += 1
-        return n
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+class _Sink(io.RawIOBase):
+    """A write-only stream whose bytes are collected and drained by a generator."""
 
-    schema = pa.schema([pa.field(c, pa.string()) for c in columns + meta_cols])
-    n = 0
-    with pq.ParquetWriter(str(path), schema) as writer:
-        chunk = []
-        for data, meta in rows:
-            values = [_cell(data.get(c)) for c in columns]
-            values = [
-                None if v is None else str(v) if not isinstance(v, str) else v for v in values
+    def __init__(self):
+        self.parts, self.pos, self.held = [], 0, 0
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.parts.append(bytes(b))
+        self.pos += len(b)
+        self.held += len(b)
+        return len(b)
+
+    def tell(self):
+        return self.pos
+
+    def drain(self):
+        out, self.parts, self.held = b"".join(self.parts), [], 0
+        return out
+
+
+class Export:
+    """One export of one run: rows in the chosen shape, written as JSONL, CSV or Parquet."""
+
+    def __init__(self, run, options=None):
+        self.run = run
+        self.options = options or Options()
+        self.rows_written = 0
+        self.skipped = 0  # records left out (a missing field, no pair)
+
+    # rows
+
+    def rows(self):
+        """Rows in the chosen shape; counts what it yields and what it skips."""
+        self.rows_written = self.skipped = 0
+        shape = self.options.shape
+        source = {"plain": self._plain, "chat": self._chat, "preference": self._pairs}[shape]
+        for row in source():
+            self.rows_written += 1
+            yield row
+
+    def _plain(self):
+        o = self.options
+        for r in iter_records(self.run, o.accepted_only):
+            data = r["current"]
+            row = dict(data) if o.fields is None else {n: data.get(s) for s, n in o.fields}
+            if o.meta:
+                row["_meta"] = _meta(self.run, r)
+            yield row
+
+    def _chat(self):
+        o = self.options
+        for r in iter_records(self.run, o.accepted_only):
+            data = r["current"]
+            prompt, answer = data.get(o.prompt_field), data.get(o.answer_field)
+            if prompt is None or answer is None:
+                self.skipped += 1
+                continue
+            messages = [{"role": "system", "content": o.system}] if o.system else []
+            messages += [
+                {"role": "user", "content": _text(prompt)},
+                {"role": "assistant", "content": _text(answer)},
             ]
-            chunk.append(
-                values
-                + [
-                    meta["run"],
-                    meta["record"],
-                    str(meta["task"]),
-                    meta["review"],
-                    None if meta["rating"] is None else str(meta["rating"]),
-                ]
+            row = {"messages": messages}
+            if o.meta:
+                row["_meta"] = _meta(self.run, r)
+            yield row
+
+    def _group_key(self):
+        """How records of one prompt are told apart from the next (they are adjacent by seq)."""
+        steps = self.run.spec.get("steps", [])
+        last = len(steps) - 1
+        for b in range(last, -1, -1):
+            if (steps[b].get("callback") or {}).get("type") == "broadcast":
+                cut = last - b + 1
+                return lambda r: r["seq"].rsplit(".", cut)[0]
+        field = self.options.prompt_field
+        return lambda r: json.dumps(r["current"].get(field), sort_keys=True)
+
+    def _pairs(self):
+        key = self._group_key()
+        group, current = [], None
+        for r in iter_records(self.run):
+            k = key(r)
+            if group and k != current:
+                yield from self._pair(group)
+                group = []
+            current = k
+            group.append(r)
+        if group:
+            yield from self._pair(group)
+
+    def _pair(self, group):
+        o = self.options
+        group = [r for r in group if r["current"].get(o.answer_field) is not None]
+        chosen = rejected = None
+        if o.choose in ("first", "second") and len(group) >= 2:
+            chosen, rejected = (group[0], group[1]) if o.choose == "first" else (group[1], group[0])
+        elif o.choose == "rating":
+            rated = sorted(
+                (r for r in group if r["rating"] is not None), key=lambda r: -r["rating"]
             )
+            if len(rated) >= 2 and rated[0]["rating"] > rated[-1]["rating"]:
+                chosen, rejected = rated[0], rated[-1]
+        elif o.choose == "review":
+            good = [r for r in group if r["review"] == Record.ACCEPTED]
+            bad = [r for r in group if r["review"] == Record.REJECTED]
+            if good and bad:
+                chosen, rejected = good[0], bad[0]
+        if chosen is None or (o.accepted_only and chosen["review"] != Record.ACCEPTED):
+            self.skipped += len(group)
+            return
+        prompt = chosen["current"].get(o.prompt_field)
+        row = {
+            "prompt": _text(prompt),
+            "chosen": _text(chosen["current"].get(o.answer_field)),
+            "rejected": _text(rejected["current"].get(o.answer_field)),
+        }
+        if o.meta:
+            row["_meta"] = {
+                "run": str(self.run.code),
+                "chosen_record": chosen["key"],
+                "rejected_record": rejected["key"],
+                "chosen_rating": chosen["rating"],
+                "rejected_rating": rejected["rating"],
+            }
+        yield row
+
+    # columns (CSV and Parquet need them up front)
+
+    def columns(self):
+        o = self.options
+        if o.shape == "chat":
+            base = ["messages"]
+        elif o.shape == "preference":
+            base = ["prompt", "chosen", "rejected"]
+        elif o.fields is not None:
+            base = [n for _, n in o.fields]
+        else:  # one pass over the records for their keys, one to write
+            base = []
+            for r in iter_records(self.run, o.accepted_only):
+                for k in r["current"]:
+                    if k not in base:
+                        base.append(k)
+        if o.meta:
+            keys = PAIR_META_KEYS if o.shape == "preference" else META_KEYS
+            base += [f"_meta_{k}" for k in keys]
+        return base
+
+    @staticmethod
+    def _flat(row):
+        meta = row.pop("_meta", None) or {}
+        for k, v in meta.items():
+            row[f"_meta_{k}"] = v
+        return row
+
+    # writers: generators of bytes
+
+    def chunks(self, suffix):
+        suffix = suffix if suffix.startswith(".") else f".{suffix}"
+        if suffix == ".jsonl":
+            return self._jsonl()
+        if suffix == ".csv":
+            return self._csv()
+        if suffix == ".parquet":
+            return self._parquet(_Sink())
+        raise ExportError([f"unknown output format '{suffix}': use one of {', '.join(FORMATS)}"])
+
+    def _jsonl(self):
+        buf = []
+        size = 0
+        for row in self.rows():
+            line = json.dumps(row, ensure_ascii=False) + "\n"
+            buf.append(line)
+            size += len(line)
+            if size >= CHUNK_BYTES:
+                yield "".join(buf).encode()
+                buf, size = [], 0
+        if buf:
+            yield "".join(buf).encode()
+
+    def _csv(self):
+        columns = self.columns()
+        text = io.StringIO()
+        w = csv.writer(text)
+        w.writerow(columns)
+        for row in self.rows():
+            row = self._flat(row)
+            w.writerow([_cell(row.get(c)) for c in columns])
+            if text.tell() >= CHUNK_BYTES:
+                yield text.getvalue().encode()
+                text.seek(0)
+                text.truncate()
+        yield text.getvalue().encode()
+
+    def _parquet(self, sink, drain=True):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = self.columns()
+        message = pa.struct([("role", pa.string()), ("content", pa.string())])
+        schema = pa.schema(
+            [pa.field(c, pa.list_(message) if c == "messages" else pa.string()) for c in columns]
+        )
+
+        writer = pq.ParquetWriter(sink, schema)
+        chunk = []
+        for row in self.rows():
+            row = self._flat(row)
+            chunk.append({c: row.get(c) if c == "messages" else _text(row.get(c)) for c in columns})
             if len(chunk) >= BATCH:
-                writer.write_table(
-                    pa.Table.from_pylist(
-                        [dict(zip(schema.names, r, strict=True)) for r in chunk], schema
-                    )
-                )
-                n += len(chunk)
+                writer.write_table(pa.Table.from_pylist(chunk, schema))
                 chunk = []
+                yield sink.drain() if drain else b""  # one row group at a time
         if chunk:
-            writer.write_table(
-                pa.Table.from_pylist(
-                    [dict(zip(schema.names, r, strict=True)) for r in chunk], schema
-                )
+            writer.write_table(pa.Table.from_pylist(chunk, schema))
+        writer.close()
+        yield sink.drain() if drain else b""
+
+    def zip_chunks(self, suffix, card_kwargs=None):
+        """A .zip of the data file and its README.md (written after the data: counts are known)."""
+        suffix = suffix if suffix.startswith(".") else f".{suffix}"
+        sink = _Sink()
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as zf:
+            name = f"data{suffix}"
+            with zf.open(name, "w") as fh:
+                if suffix == ".parquet":
+                    parts = self._parquet(fh, drain=False)  # writes into the zip itself
+                else:
+                    parts = (fh.write(part) for part in self.chunks(suffix))
+                for _ in parts:
+                    if sink.held >= CHUNK_BYTES:
+                        yield sink.drain()
+            zf.writestr("README.md", self.card(data_name=name, **(card_kwargs or {})))
+        yield sink.drain()
+
+    def write(self, path):
+        """Write to `path` (format from its suffix); return the number of rows."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in FORMATS:
+            raise ExportError(
+                [f"unknown output format '{suffix}': use one of {', '.join(FORMATS)}"]
             )
-            n += len(chunk)
-    return n
+        with path.open("wb") as fh:
+            for part in self.chunks(suffix):
+                fh.write(part)
+        return self.rows_written
+
+    def count(self):
+        """How many rows the export makes (a pass over the records, nothing written)."""
+        for _ in self.rows():
+            pass
+        return self.rows_written
+
+    def card(self, data_name=None, pipeline_name=None, exported=None):
+        return dataset_card(
+            self.run,
+            self.options,
+            data_name=data_name,
+            pipeline_name=pipeline_name,
+            exported=self.rows_written if exported is None else exported,
+            skipped=self.skipped,
+        )
+
+
+def write_records(run, path, accepted_only=False, options=None):
+    """Write the records to `path` (format from its suffix); return the number of rows."""
+    options = options or Options(accepted_only=accepted_only)
+    try:
+        return Export(run, options).write(path)
+    except ExportError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _when(moment):
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
+
+
+def dataset_card(run, options, data_name=None, pipeline_name=None, exported=None, skipped=0):
+    """README.md for the dataset: pipeline, models, counts, review statistics and cost."""
+    from .stats import models_used, review_stats, run_state
+
+    state = run_state(run)
+    review = review_stats(run)
+    models = models_used(run)
+    spec = run.spec
+    name = run.name or spec.get("name") or "LLM-generated dataset"
+    pipeline = pipeline_name or spec.get("name", "")
+    version = f" (version {run.pipeline_version})" if run.pipeline_version else ""
+    o = options
+    shape = {
+        "plain": "one record per row, its fields as columns",
+        "chat": "a `messages` list per row (user, assistant) for supervised fine-tuning",
+        "preference": "`prompt`, `chosen` and `rejected` per row for preference tuning",
+    }[o.shape]
+    out = [
+        "---",
+        f"pretty_name: {json.dumps(name, ensure_ascii=False)}",
+        "tags: [synthetic, llm-generated]",
+        "---",
+        "",
+        f"# {name}",
+        "",
+        spec.get("description") or "",
+        "",
+        f"Generated by the pipeline **{pipeline}**{version}, run `{run.code}` "
+        f"({run.status}; started {_when(run.started)}, finished {_when(run.finished)}).",
+        "",
+        "## Files",
+        "",
+        f"- `{data_name or 'data'}`: {exported if exported is not None else '?'} rows, {shape}.",
+        f"- Records: {'accepted in review only' if o.accepted_only else 'all records'}"
+        + (f"; {skipped} left out (a missing field or no pair)." if skipped else "."),
+    ]
+    if o.shape == "plain" and o.fields is not None:
+        out.append(
+            "- Fields: "
+            + ", ".join(f"`{s}`" + (f" as `{n}`" if n != s else "") for s, n in o.fields)
+        )
+    if o.shape in ("chat", "preference"):
+        out.append(f"- Prompt field `{o.prompt_field}`, answer field `{o.answer_field}`.")
+    if o.shape == "preference":
+        out.append(f"- Chosen and rejected answers picked by: {o.choose}.")
+    out += [
+        "",
+        "## Counts",
+        "",
+        "| step | tasks done | failed | tokens in | tokens out | models |",
+        "|---|---|---|---|---|---|",
+    ]
+    for st in state["steps"]:
+        used = ", ".join(f"{m} ({n})" for m, n in models.get(st["index"], [])) or "-"
+        c = st["counts"]
+        out.append(
+            f"| {st['name']} | {c['done']} | {c['failed']} | {st['tokens_in']} | "
+            f"{st['tokens_out']} | {used} |"
+        )
+    out += [
+        "",
+        f"Records made: {review['total']}. LLM calls: {state['calls']}. "
+        f"Tokens: {state['tokens_in']} in, {state['tokens_out']} out.",
+        "",
+        "## Review",
+        "",
+        f"- Accepted: {review['accepted']}, rejected: {review['rejected']}, "
+        f"not reviewed: {review['unreviewed']}.",
+        f"- Edited by hand: {review['edited']}.",
+        f"- Rated: {review['rated']}"
+        + (
+            f", average {review['average']:.2f} ("
+            + ", ".join(f"{k}: {v}" for k, v in review["ratings"].items())
+            + ")."
+            if review["rated"]
+            else "."
+        ),
+        "",
+        "## Cost",
+        "",
+        f"${state['cost']:.4f}" if "cost" in state else "Not known: the providers have no prices.",
+        "",
+        "## Pipeline",
+        "",
+    ]
+    for i, step in enumerate(spec.get("steps", [])):
+        cb = step.get("callback") or {}
+        out.append(
+            f"{i + 1}. **{step.get('name')}** -> `{step.get('output_key')}` "
+            f"({step.get('output_format', 'text')}, callback {cb.get('type', 'default')})"
+        )
+    out += ["", "````json", json.dumps(spec, indent=2, ensure_ascii=False), "````", ""]
+    return "\n".join(out)

@@ -1,13 +1,30 @@
-"""Concurrency shared by every worker, kept in Redis.
+"""Limits shared by every worker and run, kept in Redis: concurrency and rates.
 
-Each provider key has a pool of `limit` slots. A driver asks for up to the number
-it wants and gets what is free; it holds them while it runs and gives them back
-when it stops. A driver that dies stops refreshing its heartbeat key, and its
-slots are taken back by the next driver that asks.
+Concurrency: each provider key has a pool of `limit` slots. A driver asks for up
+to the number it wants and gets what is free; it holds them while it runs and
+gives them back when it stops. A driver that dies stops refreshing its heartbeat
+key, and its slots are taken back by the next driver that asks.
+
+Rates: requests and tokens per minute per key are token buckets in one Redis
+hash. Drivers never ask per call: a few times a second each driver asks for what
+its waiting calls need (`rate_grant`), in one round trip, and hands the grant to
+its calls through a local `RateGate`. The bucket holds at most a fraction of a
+second's worth (`RUNNER_RATE_BURST_SECONDS`), so no window sees a burst.
+
+On a 429 the rate is halved (at most once a second) and grows back by a fixed
+share of the limit per second (AIMD), and a Retry-After stops grants to every
+driver until it has passed. A key with no limits set is not gated at all; but
+once it answers 429 its rate is learnt (half of what it was taking) and gated the
+same way, until it has gone `RUNNER_RATE_FORGET_SECONDS` at full speed without one.
 """
+
+import asyncio
+import collections
 
 import redis
 from django.conf import settings
+
+from .providers import ProviderError
 
 _ACQUIRE = """
 -- KEYS[1] pool hash (holder -> slots); ARGV: holder, want, limit, alive-prefix
@@ -32,17 +49,85 @@ end
 return mine
 """
 
+_RATE = """
+-- KEYS[1] rate hash. ARGV: rpm, tpm (0: none), want requests, want tokens, 429s seen,
+-- longest Retry-After seen, calls started, burst seconds, recovery per second,
+-- forget seconds, lowest factor.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local h = redis.call('HMGET', KEYS[1], 'r', 't', 'ts', 'f', 'cut', 'until', 'lr', 'n', 'w0', 'seen')
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local want_r, want_t = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n429, retry_after, started = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local burst, recover, forget, minf = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local ts = tonumber(h[3]) or now
+local f = tonumber(h[4]) or 1
+local cut = tonumber(h[5]) or 0
+local untl = tonumber(h[6]) or 0
+local lr = tonumber(h[7]) or 0
+local n = (tonumber(h[8]) or 0) + started
+local w0 = tonumber(h[9]) or now
+local seen = tonumber(h[10]) or 0
+local dt = math.max(0, now - ts)
+if now - w0 >= 1 then
+  seen = 0.5 * seen + 0.5 * n / (now - w0)
+  n = 0
+  w0 = now
+end
+if n429 > 0 then
+  if retry_after > 0 then untl = math.max(untl, now + retry_after) end
+  if now - cut >= 1 then
+    if rpm == 0 and tpm == 0 and lr == 0 then
+      lr = math.max(seen, n / math.max(now - w0, 1), 1 / 60)
+      f = 1
+    end
+    f = math.max(minf, f / 2)
+    cut = now
+  end
+elseif f < 1 then
+  f = math.min(1, f + recover * dt)
+end
+if lr > 0 and f >= 1 and now - cut > forget then lr = 0 end
+local rrate = 0
+if rpm > 0 then rrate = rpm / 60 * f elseif lr > 0 then rrate = lr * f end
+local trate = 0
+if tpm > 0 then trate = tpm / 60 * f end
+local cap_r = math.max(1, rrate * burst)
+local cap_t = trate * burst
+local r = tonumber(h[1]) or cap_r
+local tk = tonumber(h[2]) or cap_t
+r = math.min(cap_r, r + rrate * dt)
+tk = math.min(cap_t, tk + trate * dt)
+local gr, gt = 0, 0
+if now >= untl then
+  if rrate > 0 then
+    gr = math.max(0, math.min(want_r, math.floor(r)))
+    r = r - gr
+  end
+  if trate > 0 then
+    gt = math.max(0, math.min(want_t, tk))
+    tk = tk - gt
+  end
+end
+redis.call('HSET', KEYS[1], 'r', r, 't', tk, 'ts', now, 'f', f, 'cut', cut, 'until', untl,
+  'lr', lr, 'n', n, 'w0', w0, 'seen', seen)
+redis.call('EXPIRE', KEYS[1], 3600)
+return {tostring(gr), tostring(gt), tostring(rrate), tostring(trate), tostring(math.max(0, untl - now)), tostring(f)}
+"""
+
 ALIVE_PREFIX = "pd:alive:"
 
 _client = None
 _acquire_script = None
+_rate_script = None
 
 
 def client():
-    global _client, _acquire_script
+    global _client, _acquire_script, _rate_script
     if _client is None:
         _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10)
         _acquire_script = _client.register_script(_ACQUIRE)
+        _rate_script = _client.register_script(_RATE)
     return _client
 
 
@@ -67,3 +152,167 @@ def release(pool, holder):
 
 def forget(holder):
     client().delete(ALIVE_PREFIX + holder)
+
+
+# -- rates --------------------------------------------------------------------------------
+
+
+class RateGrant(collections.namedtuple("RateGrant", "requests tokens rps tps wait factor")):
+    """What one ask got: requests and tokens to spend, the current rates (0: none), the
+    seconds every caller must still wait after a Retry-After, and the backoff factor."""
+
+
+def rate_grant(
+    key, *, rpm, tpm, want_requests=0, want_tokens=0, n429=0, retry_after=0.0, started=0
+):
+    """Ask the shared bucket of `key` for requests and tokens; report 429s and calls started.
+
+    One round trip; call it a few times a second per driver, never per call."""
+    client()
+    reply = _rate_script(
+        keys=[f"pd:rate:{key}"],
+        args=[
+            int(rpm or 0),
+            int(tpm or 0),
+            int(want_requests),
+            int(want_tokens),
+            int(n429),
+            float(retry_after or 0),
+            int(started),
+            settings.RUNNER_RATE_BURST_SECONDS,
+            settings.RUNNER_RATE_RECOVERY,
+            settings.RUNNER_RATE_FORGET_SECONDS,
+            settings.RUNNER_RATE_MIN_FACTOR,
+        ],
+    )
+    gr, gt, rps, tps, wait, factor = (float(x) for x in reply)
+    return RateGrant(int(gr), gt, rps, tps, wait, factor)
+
+
+class _Waiter:
+    __slots__ = ("future", "tokens")
+
+    def __init__(self, future, tokens):
+        self.future = future
+        self.tokens = tokens
+
+
+class RateGate:
+    """One driver's share of a key's rate, spent by its calls on the asyncio loop.
+
+    Calls `await gate.acquire(tokens)` before each attempt; while the key is not
+    limited that returns at once. The driver thread reads `need()` and feeds
+    grants in with `grant()` (through `loop.call_soon_threadsafe`). Token use is
+    estimated up front and corrected with `settle()` once the reply says."""
+
+    def __init__(self, rpm=None, tpm=None):
+        self.rpm, self.tpm = rpm or 0, tpm or 0
+        self.limit_requests = bool(rpm)
+        self.limit_tokens = bool(tpm)
+        self.requests = 0.0
+        self.tokens = 0.0
+        self.waiters = collections.deque()
+        self.need_requests = 0
+        self.need_tokens = 0.0
+        # reported to Redis with the next ask, then reset
+        self.started = 0
+        self.n429 = 0
+        self.retry_after = 0.0
+        self.last_error = ""
+
+    @property
+    def limited(self):
+        return self.limit_requests or self.limit_tokens
+
+    def report(self):
+        """(started, 429s, longest Retry-After) since the last report; resets them."""
+        out = (self.started, self.n429, self.retry_after)
+        self.started, self.n429, self.retry_after = 0, 0, 0.0
+        return out
+
+    def need(self):
+        """(requests, tokens) the waiting calls need beyond what is held."""
+        return (
+            max(0, self.need_requests - int(self.requests)),
+            max(0.0, self.need_tokens - self.tokens) if self.limit_tokens else 0.0,
+        )
+
+    def _take(self, tokens):
+        if self.limit_requests and self.requests < 1:
+            return False
+        if self.limit_tokens and self.tokens < tokens:
+            return False
+        if self.limit_requests:
+            self.requests -= 1
+        if self.limit_tokens:
+            self.tokens -= tokens
+        return True
+
+    async def acquire(self, tokens, timeout):
+        self.started += 1
+        if not self.limited or (not self.waiters and self._take(tokens)):
+            return
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), tokens)
+        self.waiters.append(waiter)
+        self.need_requests += 1
+        self.need_tokens += tokens
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.future
+        except TimeoutError:
+            raise ProviderError(
+                f"gave up after {timeout:g}s waiting under the provider's rate limit"
+                + (f" (last error: {self.last_error})" if self.last_error else ""),
+                transient=False,
+            ) from None
+        finally:
+            if not waiter.future.done() or waiter.future.cancelled():
+                self._forget(waiter)
+
+    def _forget(self, waiter):
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            return
+        self.need_requests -= 1
+        self.need_tokens -= waiter.tokens
+
+    def grant(self, requests, tokens, rps, tps):
+        """Add a grant from Redis (and learn whether the key is limited now)."""
+        self.limit_requests = rps > 0
+        self.limit_tokens = tps > 0
+        if self.limit_requests:
+            self.requests += requests
+        else:
+            self.requests = 0.0
+        if self.limit_tokens:
+            self.tokens += tokens
+        else:
+            self.tokens = 0.0
+        self._wake()
+
+    def _wake(self):
+        while self.waiters:
+            head = self.waiters[0]
+            if head.future.done():
+                self.waiters.popleft()
+                self.need_requests -= 1
+                self.need_tokens -= head.tokens
+                continue
+            if self.limited and not self._take(head.tokens):
+                return
+            self.waiters.popleft()
+            self.need_requests -= 1
+            self.need_tokens -= head.tokens
+            head.future.set_result(None)
+
+    def settle(self, estimated, actual):
+        """Correct the token balance once a reply says what a call really used."""
+        if self.limit_tokens:
+            self.tokens += estimated - actual
+
+    def saw(self, status, retry_after):
+        if status == 429:
+            self.n429 += 1
+            if retry_after:
+                self.retry_after = max(self.retry_after, float(retry_after))

@@ -4,6 +4,7 @@ Row-level state changes live here as methods; work across rows (claiming,
 finishing a chunk, making children) lives in `runner/engine.py`.
 """
 
+import hashlib
 import uuid
 
 from django.conf import settings
@@ -14,9 +15,18 @@ from .crypto import decrypt, encrypt
 
 
 class Provider(models.Model):
-    """An OpenAI-compatible endpoint and its key, owned by one user."""
+    """An LLM endpoint and its key, owned by one user.
 
-    KINDS = [("openai", "OpenAI-compatible")]
+    `rpm` / `tpm` are the key's requests and tokens per minute (empty: no limit),
+    shared by every worker and run that uses the same endpoint and key. `prices`
+    maps a model to its [input, output] price in dollars per million tokens.
+    """
+
+    KINDS = [
+        ("openai", "OpenAI-compatible"),
+        ("anthropic", "Anthropic"),
+        ("gemini", "Google Gemini"),
+    ]
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(
@@ -30,6 +40,9 @@ class Provider(models.Model):
     default_model = models.CharField(max_length=200, blank=True, default="")
     models_list = models.JSONField(default=list, blank=True)
     concurrency = models.PositiveIntegerField(default=64)
+    rpm = models.PositiveIntegerField(null=True, blank=True)  # requests per minute
+    tpm = models.PositiveIntegerField(null=True, blank=True)  # tokens per minute
+    prices = models.JSONField(default=dict, blank=True)  # {model: [input, output]} $/1M tokens
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -54,16 +67,29 @@ class Provider(models.Model):
         """Workers share one concurrency budget per endpoint and key."""
         return f"{self.base_url.rstrip('/')}|{self.api_key_last4}|{self.pk}"
 
+    @property
+    def rate_key(self):
+        """Requests and tokens per minute are the key's: shared by every provider row using it."""
+        digest = hashlib.sha256(self.api_key.encode()).hexdigest()[:16] if self.api_key else "-"
+        return f"{self.base_url.rstrip('/')}|{digest}"
+
+    def price(self, model):
+        """(input, output) dollars per million tokens for `model`, or None when not set."""
+        from .costs import price_for
+
+        return price_for(self.prices, model)
+
 
 class Run(models.Model):
-    QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED = (
+    QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED, PAUSED = (
         "queued",
         "running",
         "cancelled",
         "completed",
         "failed",
+        "paused",
     )
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED)]
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, FAILED)]
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(
@@ -80,6 +106,10 @@ class Run(models.Model):
     model_override = models.CharField(max_length=200, blank=True, default="")
     concurrency = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED, db_index=True)
+    # A run with a budget pauses when its spend reaches it (dollars; empty: no budget).
+    budget = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    # What its calls have cost so far, in micro-dollars (the sum of its tasks' `cost`).
+    spent = models.FloatField(default=0)
     aggregated = models.JSONField(
         default=list, blank=True
     )  # step indexes whose N -> 1 callback ran
@@ -101,6 +131,10 @@ class Run(models.Model):
     @property
     def is_active(self):
         return self.status in (self.QUEUED, self.RUNNING)
+
+    @property
+    def spent_dollars(self):
+        return self.spent / 1e6
 
     def parsed_spec(self):
         from .spec import PipelineSpec
@@ -140,6 +174,7 @@ class Task(models.Model):
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(default=0)
+    cost = models.FloatField(default=0)  # micro-dollars (USD x 1e6); 0 when no price is set
     cached = models.BooleanField(default=False)  # answered from an identical call in this run
     created = models.DateTimeField(default=timezone.now)
     finished = models.DateTimeField(null=True, blank=True)

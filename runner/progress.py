@@ -2,10 +2,12 @@
 
 Drivers call `announce(run)` a few times a second at most; the message carries the
 whole current state of the run, so a dropped message costs nothing and a page
-that (re)connects asks for the state itself.
+that (re)connects asks for the state itself. The run is read again before the
+state is made: a driver's copy of it is as old as the driver.
 """
 
 import logging
+import time
 
 from channels.layers import get_channel_layer
 
@@ -14,11 +16,31 @@ from . import aio
 log = logging.getLogger("runner.progress")
 
 
+# What the state reads of a run that changes while it runs (callers may hold an old copy).
+LIVE_FIELDS = ["status", "error", "started", "finished", "aggregated", "providers"]
+# Making the state of a huge run takes a while: drivers spend at most this share of
+# their time on it (a 100,000-task run announces every second or two, a small one
+# as often as the driver asks). A change of status is always announced at once.
+SHARE = 0.2
+_quiet_until = {}  # run id -> (monotonic time, status announced last)
+
+
 def announce(run):
+    from .models import Run
     from .stats import run_state
 
     try:
-        state = run_state(run)
+        current = Run.objects.defer("inputs").get(pk=run.pk)
+        until, status = _quiet_until.get(run.pk, (0.0, None))
+        if current.is_active and status == current.status and time.monotonic() < until:
+            return
+        started = time.monotonic()
+        state = run_state(current)
+        spent = time.monotonic() - started
+        if current.is_active:
+            _quiet_until[run.pk] = (time.monotonic() + spent * (1 / SHARE - 1), current.status)
+        else:
+            _quiet_until.pop(run.pk, None)
         layer = get_channel_layer()
         if layer is None:
             return

@@ -69,6 +69,9 @@ class _Model(BaseModel):
 class ModelRef(_Model):
     provider: str = "default"
     name: str = ""  # empty: the provider's default model
+    # Models of the same provider tried in order when this one keeps failing
+    # (retries exhausted, or a permanent error such as 404 model not found).
+    fallbacks: list[str] = Field(default_factory=list, max_length=10)
 
 
 class ModelParams(_Model):

@@ -1,31 +1,71 @@
-"""What a run looks like now: counts per step, tokens, failures by reason.
+"""What a run looks like now: counts per step, rates, tokens, failures by reason.
 
 The run page, the websocket and the command line all read the state from here;
-the database is the truth.
+the database is the truth. `run_state` stays a handful of aggregate queries
+whatever the size of the run (no per-task loops), because drivers announce it a
+few times a second and the run page renders it on every load.
 """
 
-from django.db.models import Count, Sum
+from datetime import timedelta
+
+from django.db.models import Avg, Count, Q, Sum
+from django.utils import timezone
 
 from .models import Record, Task
 
+WINDOW_SECONDS = 10  # calls per second are counted over this many recent seconds
+FAILURE_REASONS = 20  # the most common reasons the state carries
+REASON_CHARS = 300
+WAITING = {"aggregate", "flatten", "python"}  # callbacks that make children when their step ends
 
-def run_state(run):
+
+def has_cost():
+    """True when tasks carry a cost (micro-dollars, 0 for a model without a price)."""
+    return any(f.name == "cost" for f in Task._meta.concrete_fields)
+
+
+def priced(run, spent=0.0):
+    """Whether the run's cost means anything: it has spent, or one of its providers has prices."""
+    if spent:
+        return True
+    from .models import Provider
+
+    ids = [v for v in (run.providers or {}).values() if v]
+    return bool(ids) and Provider.objects.filter(pk__in=ids).exclude(prices={}).exists()
+
+
+def run_state(run, now=None):
     """The current state of a run, as the run page and the command line show it."""
-    spec = run.spec
+    now = now or timezone.now()
+    spec_steps = run.spec.get("steps", [])
+    pricing = has_cost()
     steps = [
         {
             "index": i,
             "name": s["name"],
+            "callback": (s.get("callback") or {}).get("type", "default"),
             "counts": {k: 0 for k, _ in Task.STATUSES},
             "tokens_in": 0,
             "tokens_out": 0,
+            "calls": 0,
+            "calls_per_second": 0.0,
         }
-        for i, s in enumerate(spec.get("steps", []))
+        for i, s in enumerate(spec_steps)
     ]
+    step_costs = [0.0] * len(steps)  # micro-dollars
+    aggregates = {
+        "n": Count("id"),
+        "tin": Sum("tokens_in"),
+        "tout": Sum("tokens_out"),
+        "calls": Sum("attempts"),
+    }
+    if pricing:
+        aggregates["cost"] = Sum("cost")
     rows = (
         Task.objects.filter(run_id=run.pk)
         .values("step", "status")
-        .annotate(n=Count("id"), tin=Sum("tokens_in"), tout=Sum("tokens_out"))
+        .annotate(**aggregates)
+        .order_by()
     )
     for row in rows:
         if row["step"] < len(steps):
@@ -33,26 +73,129 @@ def run_state(run):
             st["counts"][row["status"]] = row["n"]
             st["tokens_in"] += row["tin"] or 0
             st["tokens_out"] += row["tout"] or 0
-    return {
+            st["calls"] += row["calls"] or 0
+            if pricing:
+                step_costs[row["step"]] += float(row["cost"] or 0)
+
+    elapsed = _elapsed(run, now)
+    active = run.is_active
+    window = min(WINDOW_SECONDS, max(1.0, elapsed)) if active else WINDOW_SECONDS
+    if active:
+        recent = (
+            Task.objects.filter(run_id=run.pk, finished__gte=now - timedelta(seconds=window))
+            .values("step")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        for row in recent:
+            if row["step"] < len(steps):
+                steps[row["step"]]["calls_per_second"] = round(row["n"] / window, 2)
+
+    _project(steps, spec_steps, run)
+    finished = sum(s["finished"] for s in steps)
+    expected = sum(s["expected"] for s in steps)
+    rate = sum(s["calls_per_second"] for s in steps)
+    average = finished / elapsed if elapsed > 0 else 0.0
+    remaining = max(0, expected - finished)
+    speed = rate or average
+    eta = round(remaining / speed) if active and remaining and speed > 0 else None
+
+    records = Record.objects.filter(run_id=run.pk).aggregate(
+        total=Count("id"),
+        accepted=Count("id", filter=Q(review=Record.ACCEPTED)),
+        rejected=Count("id", filter=Q(review=Record.REJECTED)),
+    )
+    failed = sum(s["counts"][Task.FAILED] for s in steps)
+    failures = failure_summary(run, limit=FAILURE_REASONS) if failed else []
+    state = {
         "run": str(run.code),
-        "retrying": retrying(run),
+        "retrying": retrying(run) if active else 0,
         "status": run.status,
+        "active": active,
         "error": run.error,
         "steps": steps,
-        "records": Record.objects.filter(run_id=run.pk).count(),
+        "records": records["total"],
+        "reviewed": records["accepted"] + records["rejected"],
+        "accepted": records["accepted"],
+        "rejected": records["rejected"],
+        "tokens_in": sum(s["tokens_in"] for s in steps),
+        "tokens_out": sum(s["tokens_out"] for s in steps),
+        "calls": sum(s["calls"] for s in steps),
+        "finished_tasks": finished,
+        "expected_tasks": expected,
+        "progress": round(finished / expected, 4) if expected else 0.0,
+        "calls_per_second": round(rate, 2),
+        "average_calls_per_second": round(average, 2),
+        "elapsed_seconds": round(elapsed, 1),
+        "eta_seconds": eta,
+        "failed": failed,
+        "failures": [
+            {"n": n, "reason": reason[:REASON_CHARS], "cut": len(reason) > REASON_CHARS}
+            for n, reason in failures
+        ],
+        "now": now.isoformat(),
         "started": run.started.isoformat() if run.started else None,
         "finished": run.finished.isoformat() if run.finished else None,
     }
+    spent = sum(step_costs)
+    if pricing and priced(run, spent):
+        state["cost"] = round(spent / 1e6, 6)  # dollars
+        for st, micro in zip(steps, step_costs, strict=True):
+            st["cost"] = round(micro / 1e6, 6)
+    return state
 
 
-def failure_summary(run):
+def _elapsed(run, now):
+    if not run.started:
+        return 0.0
+    end = run.finished or now
+    return max(0.0, (end - run.started).total_seconds())
+
+
+def _project(steps, spec_steps, run):
+    """How many tasks each step will have in the end, from what its parents made so far.
+
+    Exact for one-to-one and broadcast; scatter and split use the fan-out seen so
+    far (1 until a parent has finished); waiting callbacks make at least one task.
+    """
+    aggregated = set(run.aggregated or [])
+    for i, st in enumerate(steps):
+        c = st["counts"]
+        total = sum(c.values())
+        st["total"] = total
+        st["finished"] = c[Task.DONE] + c[Task.FAILED] + c[Task.CANCELLED]
+        if i == 0:
+            st["expected"] = total
+            continue
+        prev = steps[i - 1]
+        cb = spec_steps[i - 1].get("callback") or {}
+        kind = cb.get("type", "default")
+        open_parents = max(0, prev["expected"] - prev["finished"])
+        if kind in WAITING:
+            st["expected"] = (
+                total if (i - 1) in aggregated else max(total, 1 if prev["expected"] else 0)
+            )
+            continue
+        if kind in ("default", "pick"):
+            fan = 1.0
+        elif kind == "broadcast":
+            fan = float(cb.get("n") or 1)
+        else:
+            done = prev["counts"][Task.DONE]
+            fan = total / done if done else 1.0
+        st["expected"] = total + round(fan * open_parents)
+
+
+def failure_summary(run, limit=None):
     """Failed tasks counted by reason, most common first."""
     rows = (
         Task.objects.filter(run_id=run.pk, status=Task.FAILED)
         .values("error")
         .annotate(n=Count("id"))
-        .order_by("-n")
+        .order_by("-n", "error")
     )
+    if limit:
+        rows = rows[:limit]
     return [(r["n"], r["error"]) for r in rows]
 
 
@@ -64,3 +207,39 @@ def retrying(run):
         return sum(int(v) for v in limits.client().hvals(f"pd:retrying:{run.pk}"))
     except Exception:
         return 0
+
+
+def review_stats(run):
+    """Counts of the run's records by review state, edits and ratings (one query each)."""
+    agg = Record.objects.filter(run_id=run.pk).aggregate(
+        total=Count("id"),
+        accepted=Count("id", filter=Q(review=Record.ACCEPTED)),
+        rejected=Count("id", filter=Q(review=Record.REJECTED)),
+        edited=Count("id", filter=Q(edited__isnull=False)),
+        rated=Count("id", filter=Q(rating__isnull=False)),
+        average=Avg("rating"),
+    )
+    agg["unreviewed"] = agg["total"] - agg["accepted"] - agg["rejected"]
+    ratings = (
+        Record.objects.filter(run_id=run.pk, rating__isnull=False)
+        .values("rating")
+        .annotate(n=Count("id"))
+        .order_by("rating")
+    )
+    agg["ratings"] = {r["rating"]: r["n"] for r in ratings}
+    return agg
+
+
+def models_used(run):
+    """{step index: [(model, calls)]} for the tasks that finished."""
+    out = {}
+    rows = (
+        Task.objects.filter(run_id=run.pk, status=Task.DONE)
+        .exclude(model="")
+        .values("step", "model")
+        .annotate(n=Count("id"))
+        .order_by("step", "-n")
+    )
+    for r in rows:
+        out.setdefault(r["step"], []).append((r["model"], r["n"]))
+    return out

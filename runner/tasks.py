@@ -48,3 +48,11 @@ def _start_watchdog(**kwargs):
 @worker_shutting_down.connect
 def _stop_drivers(**kwargs):
     engine.stopping.set()
+
+
+@shared_task(name="runner.try_step", ignore_result=True)
+def try_step(trial_id):
+    """Try one step on one sample input (runner.trial holds the logic)."""
+    from . import trial
+
+    trial.run(trial_id)

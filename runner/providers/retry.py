@@ -48,7 +48,7 @@ async def complete_with_retries(
 
     `semaphore` (any async context manager) is held for each attempt only, never
     while waiting to retry. `on_attempt(info)` (sync or async) hears about every
-    attempt: {"n", "ok", "error", "status", "latency_ms"}.
+    attempt: {"n", "ok", "error", "status", "latency_ms"} (and "retry_after" when it failed).
     """
     max_retries = max(0, int(max_retries))
     attempt = 0
@@ -97,6 +97,7 @@ async def complete_with_retries(
                 "error": error.message,
                 "status": error.status,
                 "latency_ms": latency_ms,
+                "retry_after": error.retry_after,
             },
         )
         if not error.transient:

@@ -4,21 +4,25 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["'](?:https?:)?//(?!127\.0\.0\.1|localhost)""", re.I)
+EXTERNAL = re.compile(
+    r"""(?:src|href|action)\s*=\s*["'](?:https?:)?//(?!127\.0\.0\.1|localhost)""", re.I
+)
 IMPORTS = re.compile(r"""(?:@import|url\()\s*["']?(?:https?:)?//""", re.I)
 
 
 def test_templates_and_static_files_reference_only_this_server():
     offenders = []
     files = list((ROOT / "templates").rglob("*.html")) + [
-        p for p in (ROOT / "static").rglob("*") if p.suffix in (".js", ".css", ".html") and "vendor" not in p.parts
+        p
+        for p in (ROOT / "static").rglob("*")
+        if p.suffix in (".js", ".css", ".html") and "vendor" not in p.parts
     ]
     assert files, "no templates found"
     for path in files:
         text = path.read_text(errors="replace")
         for pattern in (EXTERNAL, IMPORTS):
             for m in pattern.finditer(text):
-                offenders.append(f"{path.relative_to(ROOT)}: {text[m.start():m.start() + 80]}")
+                offenders.append(f"{path.relative_to(ROOT)}: {text[m.start() : m.start() + 80]}")
     assert offenders == []
 
 

@@ -38,7 +38,17 @@ Behaviour settings (constructor keywords, --config JSON, or POST /_admin/config)
   malformed_for          substrings: matching prompts get a 200 that is not JSON
   refuse_for             substrings: matching prompts get content null + refusal
   reject_response_format 400 whenever `response_format` is sent
+  reject_json_schema     400 whenever `response_format` is {"type": "json_schema", ...}
   models                 list of model ids accepted (others: 404); None accepts any
+  fail_models            {model: status}: requests for that model always fail so
+
+Stats also give `max_rps`: the most requests that arrived within any one second
+(a sliding window), so a test can check the rate a client kept to.
+
+The Anthropic and Gemini fakes (`anthropic_server.py`, `gemini_server.py`) reuse
+this module's state, replies and server thread with their own protocol; the
+shared behaviour (keys, models, rate limit, latency, injected failures) is in
+`misbehave()`.
 """
 
 import argparse
@@ -83,7 +93,10 @@ DEFAULTS = {
     "malformed_for": [],
     "refuse_for": [],
     "reject_response_format": False,
+    "reject_json_schema": False,
     "models": None,
+    "fail_models": {},
+    "block_for": [],  # Gemini fake: prompts answered with a SAFETY block
 }
 
 HANG_SECONDS = 3600.0
@@ -161,11 +174,11 @@ def _topic(prompt):
     return text or "the topic"
 
 
-def make_reply(prompt, *, json_object=False, prose=False, never_json=False):
+def make_reply(prompt, *, json_object=False, prose=False, never_json=False, json_list=False):
     """The default answer to a prompt, as text."""
     digest = hashlib.blake2s(prompt.encode(), digest_size=3).hexdigest()
     topic = _topic(prompt)
-    wants_list = bool(_LIST_RE.search(prompt))
+    wants_list = json_list or bool(_LIST_RE.search(prompt))
     wants_object = not wants_list and (json_object or bool(_JSON_RE.search(prompt)))
     if never_json and (wants_list or wants_object):
         return (
@@ -222,6 +235,8 @@ class FakeState:
         self.statuses = {}
         self.recent = deque(maxlen=RECENT)
         self.window = deque()  # monotonic times of answers, for rate_limit_rps
+        self.arrivals = deque()  # monotonic times of requests in the last second
+        self.max_rps = 0
         self.next_id = 0
 
     def stats(self):
@@ -234,6 +249,7 @@ class FakeState:
             "per_second": [[s, n] for s, n in sorted(self.per_second.items())],
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "recent": list(self.recent),
+            "max_rps": self.max_rps,
             "config": self.config,
         }
 
@@ -284,6 +300,7 @@ def make_app(state: FakeState) -> web.Application:
             await asyncio.wait_for(state.stopping.wait(), HANG_SECONDS)
 
     async def chat(request: web.Request):
+        arrived(state)
         state.total += 1
         state.in_flight += 1
         if state.in_flight > state.max_in_flight:
@@ -340,6 +357,12 @@ def make_app(state: FakeState) -> web.Application:
             )
         if cfg["reject_response_format"] and "response_format" in body:
             return error(400, "response_format is not supported by this model")
+        rf = body.get("response_format")
+        if cfg["reject_json_schema"] and isinstance(rf, dict) and rf.get("type") == "json_schema":
+            return error(400, "Invalid parameter: 'response_format' of type 'json_schema'")
+        if model in (cfg["fail_models"] or {}):
+            status = int(cfg["fail_models"][model])
+            return error(status, cfg["error_message"] or _default_message(status))
 
         rps = cfg["rate_limit_rps"]
         if rps:
@@ -395,11 +418,11 @@ def make_app(state: FakeState) -> web.Application:
             message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
             completion_tokens = 5
         else:
-            rf = body.get("response_format")
             json_object = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
             text = make_reply(
                 prompt,
                 json_object=json_object,
+                json_list=_schema_type(rf) == "array",
                 prose=bool(cfg["prose"]),
                 never_json=_matches(prompt, _listify(cfg["never_json_for"])),
             )
@@ -455,6 +478,69 @@ def make_app(state: FakeState) -> web.Application:
     return app
 
 
+def _schema_type(response_format):
+    """The root type of a json_schema response_format, if any."""
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return schema.get("type")
+    return None
+
+
+def arrived(state):
+    """Count a request for `max_rps`, the busiest one-second window seen."""
+    now = time.monotonic()
+    arrivals = state.arrivals
+    arrivals.append(now)
+    while arrivals[0] <= now - 1.0:
+        arrivals.popleft()
+    if len(arrivals) > state.max_rps:
+        state.max_rps = len(arrivals)
+
+
+async def misbehave(state, prompt, model, authorized):
+    """What the fakes of every protocol share: (status, message, retry_after) to fail
+    with, or None to answer. Waits `latency` (or forever for `hang_for`) first."""
+    cfg = state.config
+    state.per_prompt[prompt] = state.per_prompt.get(prompt, 0) + 1
+    if not authorized:
+        return 401, "invalid x-api-key", None
+    if cfg["models"] is not None and model not in cfg["models"]:
+        return 404, f"model: {model} not found", None
+    if model in (cfg["fail_models"] or {}):
+        status = int(cfg["fail_models"][model])
+        return status, cfg["error_message"] or _default_message(status), None
+    rps = cfg["rate_limit_rps"]
+    if rps:
+        now = time.monotonic()
+        window = state.window
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= rps:
+            wait_s = max(0.001, window[0] + 1.0 - now)
+            return 429, f"Rate limit reached: limit {rps} requests per second.", wait_s
+        window.append(now)
+    if _matches(prompt, _listify(cfg["hang_for"])):
+        if state.stopping is None:
+            await asyncio.sleep(HANG_SECONDS)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.stopping.wait(), HANG_SECONDS)
+        return 504, "gateway timeout", None
+    latency = float(cfg["latency"] or 0)
+    if latency > 0:
+        await asyncio.sleep(latency)
+    for needle, fail_status in (cfg["fail_for"] or {}).items():
+        if needle and needle in prompt:
+            return int(fail_status), cfg["error_message"] or _default_message(fail_status), None
+    if cfg["fail_first_n"]:
+        seen = state.fail_seen[prompt] = state.fail_seen.get(prompt, 0) + 1
+        if seen <= int(cfg["fail_first_n"]):
+            fail_status = int(cfg["fail_status"] or 500)
+            message = cfg["error_message"] or _default_message(fail_status)
+            return fail_status, message, cfg["retry_after"]
+    return None
+
+
 def _default_message(status):
     if status == 429:
         return "Rate limit reached for requests. Please try again later."
@@ -472,11 +558,11 @@ def _listening_socket(host, port):
     return sock
 
 
-async def _serve(state, sock, started=None, stop=None):
+async def _serve(state, sock, started=None, stop=None, app_factory=None):
     """Serve until `stop` (an asyncio.Event) is set."""
     state.stopping = stop or asyncio.Event()
     runner = web.AppRunner(
-        make_app(state),
+        (app_factory or make_app)(state),
         access_log=None,
         handle_signals=False,
         handler_cancellation=True,
@@ -496,6 +582,9 @@ async def _serve(state, sock, started=None, stop=None):
 class FakeOpenAI:
     """The fake in a background thread with its own event loop."""
 
+    app_factory = staticmethod(make_app)
+    api_path = "/v1"  # what `url` ends with
+
     def __init__(self, latency=0.0, port=0, *, host="127.0.0.1", api_key=None, **config):
         self.host = host
         self.port = port
@@ -506,7 +595,7 @@ class FakeOpenAI:
 
     @property
     def url(self):
-        return f"http://{self.host}:{self.port}/v1"
+        return f"http://{self.host}:{self.port}{self.api_path}"
 
     @property
     def admin_url(self):
@@ -525,14 +614,18 @@ class FakeOpenAI:
             self._loop = loop
             self._stop = asyncio.Event()
             try:
-                loop.run_until_complete(_serve(self.state, sock, ready.set, self._stop))
+                loop.run_until_complete(
+                    _serve(self.state, sock, ready.set, self._stop, self.app_factory)
+                )
             except BaseException as exc:  # pragma: no cover - reported to start()
                 failure.append(exc)
                 ready.set()
             finally:
                 loop.close()
 
-        self._thread = threading.Thread(target=run, name=f"fake-openai-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=run, name=f"{type(self).__name__}-{self.port}", daemon=True
+        )
         self._thread.start()
         ready.wait(10)
         if failure:

@@ -235,15 +235,49 @@ async def test_refusal_is_permanent(fake, provider):
 
 
 @pytest.mark.asyncio
-async def test_response_format_only_for_objects(fake, provider):
+async def test_response_format_json_schema_for_lists_and_schemas(fake, provider):
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
     await provider.complete(req("Describe cats", json_mode=True))
     await provider.complete(req("Describe dogs", json_mode=True, json_schema={"type": "object"}))
+    await provider.complete(req("Describe eels", json_mode=True, json_schema=schema))
     out = await provider.complete(
-        req("List 4 birds", json_mode=True, json_schema={"type": "array"})
+        req("Name 4 birds", json_mode=True, json_schema={"type": "array"})
     )
+    await provider.complete(req("Say hi"))
     sent = [r["response_format"] for r in fake.stats()["recent"]]
-    assert sent == [{"type": "json_object"}, {"type": "json_object"}, None]
-    assert out.text.count("item") == 4
+    assert sent == [
+        {"type": "json_object"},
+        {"type": "json_object"},
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": False},
+        },
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": {"type": "array"}, "strict": False},
+        },
+        None,
+    ]
+    assert out.text.startswith("[") and out.text.count("item") == 4
+
+
+@pytest.mark.asyncio
+async def test_json_schema_rejected_falls_back_per_shape(fake, provider):
+    fake.configure(reject_json_schema=True)
+    schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+    out = await provider.complete(req("Describe eels", json_mode=True, json_schema=schema))
+    assert out.text.startswith('{"answer"')
+    lst = await provider.complete(
+        req("List 3 birds", json_mode=True, json_schema={"type": "array"})
+    )
+    assert lst.text.startswith("[")
+    await provider.complete(req("Describe cats", json_mode=True, json_schema=schema))
+    await provider.complete(req("List 2 fish", json_mode=True, json_schema={"type": "array"}))
+    kinds = [(r["response_format"] or {}).get("type") for r in fake.stats()["recent"]]
+    # object: json_schema refused, then json_object; list: json_schema refused, then nothing
+    assert kinds == ["json_schema", "json_object", "json_schema", None, "json_object", None]
+    assert provider.json_schema_rejected == {"object", "array"}
+    assert provider.supports_response_format is True
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,232 @@
+"""Forms validate what people type; designer/actions.py applies it.
+
+Every error says what is wrong and what to do, in words a non-programmer reads.
+"""
+
+import urllib.parse
+
+from django import forms
+from django.contrib.auth.forms import UserCreationForm
+from django.template.defaultfilters import filesizeformat
+
+from runner.models import Provider
+from runner.spec import PipelineSpec, SpecError
+
+IMPORT_MAX_BYTES = 1024 * 1024
+MAX_MODELS = 100
+
+
+class SetupForm(UserCreationForm):
+    """The first account: a username and a password typed twice (Django's validators apply)."""
+
+    def save(self, commit=True):
+        user = super().save(commit=False)
+        user.is_staff = True
+        user.is_superuser = True
+        if commit:
+            user.save()
+        return user
+
+
+class PipelineNameForm(forms.Form):
+    name = forms.CharField(
+        max_length=200,
+        error_messages={
+            "required": "Give the pipeline a name.",
+            "max_length": "Keep the name under 200 characters.",
+        },
+    )
+
+    def clean_name(self):
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise forms.ValidationError("Give the pipeline a name.")
+        return name
+
+
+class ImportForm(forms.Form):
+    """A pipeline JSON file, checked by the spec; `spec` is set once the form is valid."""
+
+    file = forms.FileField(
+        label="Pipeline file (.json)",
+        error_messages={
+            "required": "Choose a pipeline file to import.",
+            "empty": "The file is empty: choose a pipeline file exported from this designer.",
+        },
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spec = None
+        self.problems = []
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > IMPORT_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The file is {filesizeformat(upload.size)}; a pipeline file can be at most "
+                f"{filesizeformat(IMPORT_MAX_BYTES)}. Choose a smaller file."
+            )
+        data = upload.read(IMPORT_MAX_BYTES + 1)
+        try:
+            self.spec = PipelineSpec.load(data)
+        except SpecError as exc:
+            self.problems = exc.problems
+            raise forms.ValidationError(
+                "This file cannot be imported. Fix the problems listed below and try again."
+            ) from None
+        return upload
+
+
+def _valid_base_url(value):
+    parts = urllib.parse.urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+# Where a kind's official API lives, used when the base URL is left empty.
+DEFAULT_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+}
+
+
+def _per_minute(label, what):
+    return forms.IntegerField(
+        label=label,
+        required=False,
+        min_value=1,
+        max_value=1_000_000_000,
+        help_text=f"The most {what} a minute this key allows; leave empty for no limit.",
+        error_messages={
+            "invalid": "Enter a whole number, or leave it empty for no limit.",
+            "min_value": "Enter at least 1, or leave it empty for no limit.",
+            "max_value": "Enter a smaller number, or leave it empty for no limit.",
+        },
+    )
+
+
+class ProviderForm(forms.Form):
+    """An LLM endpoint (OpenAI-compatible by default). An empty key field keeps the saved key."""
+
+    name = forms.CharField(
+        max_length=100,
+        help_text="Steps choose a provider by this name.",
+        error_messages={"required": "Give the provider a name, for example “openai” or “local”."},
+    )
+    kind = forms.ChoiceField(
+        label="Protocol",
+        choices=Provider.KINDS,
+        initial="openai",
+        help_text="OpenAI-compatible covers OpenAI, OpenRouter, vLLM, Ollama, LM Studio and llama.cpp.",
+        error_messages={"invalid_choice": "Choose one of the protocols in the list."},
+    )
+    base_url = forms.CharField(
+        label="Base URL",
+        max_length=500,
+        required=False,
+        help_text="The address before /chat/completions, for example https://api.openai.com/v1",
+    )
+    default_model = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Used by steps that do not name a model.",
+    )
+    models = forms.CharField(
+        label="Model names",
+        required=False,
+        max_length=10_000,
+        help_text="Separate names with commas.",
+    )
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        max_length=2000,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+    concurrency = forms.IntegerField(
+        label="Concurrency limit",
+        min_value=1,
+        max_value=10_000,
+        initial=64,
+        help_text="How many calls may be in flight at once, across every run and worker.",
+        error_messages={
+            "required": "Enter how many calls may run at once (1 to 10000).",
+            "invalid": "Enter a whole number from 1 to 10000.",
+            "min_value": "Enter a whole number from 1 to 10000.",
+            "max_value": "Enter a whole number from 1 to 10000.",
+        },
+    )
+    rpm = _per_minute("Requests per minute", "requests")
+    tpm = _per_minute("Tokens per minute", "tokens")
+
+    def __init__(self, *args, owner, instance=None, **kwargs):
+        self.owner = owner
+        self.instance = instance
+        if instance is not None and "initial" not in kwargs:
+            kwargs["initial"] = {
+                "name": instance.name,
+                "kind": instance.kind,
+                "base_url": instance.base_url,
+                "default_model": instance.default_model,
+                "models": ", ".join(instance.models_list or []),
+                "concurrency": instance.concurrency,
+                "rpm": instance.rpm,
+                "tpm": instance.tpm,
+            }
+        super().__init__(*args, **kwargs)
+        if instance is not None and instance.api_key_last4:
+            self.fields[
+                "api_key"
+            ].help_text = f"Saved key: …{instance.api_key_last4}. Leave empty to keep it."
+        else:
+            self.fields["api_key"].help_text = "Stored encrypted; it is never shown again."
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if name.lower() == "default":
+            raise forms.ValidationError(
+                "“default” is reserved for the provider a run chooses; pick another name."
+            )
+        others = Provider.objects.filter(owner=self.owner, name=name)
+        if self.instance is not None:
+            others = others.exclude(pk=self.instance.pk)
+        if others.exists():
+            raise forms.ValidationError(
+                f"You already have a provider named “{name}”; choose another name."
+            )
+        return name
+
+    def clean_base_url(self):
+        url = self.cleaned_data["base_url"].strip()
+        if url and not _valid_base_url(url):
+            raise forms.ValidationError(
+                "Enter a web address starting with http:// or https://, "
+                "for example http://localhost:11434/v1"
+            )
+        return url.rstrip("/")
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("kind")
+        if "base_url" in data and not data["base_url"]:
+            if kind in DEFAULT_BASE_URLS:
+                data["base_url"] = DEFAULT_BASE_URLS[kind]
+            elif kind:
+                self.add_error(
+                    "base_url",
+                    "Enter the endpoint's base URL, for example https://api.openai.com/v1",
+                )
+        return data
+
+    def clean_models(self):
+        names = []
+        for part in self.cleaned_data["models"].split(","):
+            part = part.strip()
+            if part and part not in names:
+                names.append(part)
+        if len(names) > MAX_MODELS:
+            raise forms.ValidationError(f"List at most {MAX_MODELS} model names.")
+        if any(len(n) > 200 for n in names):
+            raise forms.ValidationError("A model name can be at most 200 characters long.")
+        return names

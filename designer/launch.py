@@ -1,0 +1,508 @@
+"""Inputs and launch: one input typed in, or many from a CSV / JSONL file, then a run.
+
+The page launches the pipeline's latest saved version. Its inputs come from a form
+built from the first step's variables, or from an uploaded file whose columns the
+person maps to those variables (a preview shows the first rows). Before launching,
+the page shows how many calls the run will make, step by step; launching calls
+`runner.engine.launch_run` and opens the run's page.
+"""
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+from django.views.decorators.http import require_POST
+from pydantic import ValidationError
+
+from runner.engine import LaunchError, launch_run
+from runner.models import Provider
+from runner.spec import PipelineSpec, SpecError
+
+from .access import pipeline_for
+from .step_forms import plain_problem
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_ROWS = 100_000
+PREVIEW_ROWS = 5
+DEFAULT_ITEMS = 5  # items assumed per list when the prompt names no number
+MAX_ROW_PROBLEMS = 5
+
+
+class UploadError(ValueError):
+    pass
+
+
+# -- reading files ------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    columns: list
+    rows: list  # dicts, column -> value
+    kind: str  # "CSV", "JSON Lines", "JSON"
+
+
+def read_table(upload):
+    """The columns and rows of an uploaded CSV, JSON Lines or JSON file; UploadError says why not."""
+    if upload.size > MAX_UPLOAD_BYTES:
+        raise UploadError(
+            f"The file is {upload.size / 1024 / 1024:.1f} MB; files up to "
+            f"{MAX_UPLOAD_BYTES // 1024 // 1024} MB are accepted. Split it into smaller files."
+        )
+    raw = upload.read()
+    if not raw.strip():
+        raise UploadError("The file is empty.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UploadError(
+            "The file is not UTF-8 text. Save it as “CSV UTF-8” or JSON Lines and try again."
+        ) from None
+    name = (upload.name or "").lower()
+    head = text.lstrip()[:1]
+    if name.endswith((".jsonl", ".ndjson")) or (not name.endswith(".csv") and head == "{"):
+        table = _read_jsonl(text)
+    elif name.endswith(".json") or head == "[":
+        table = _read_json(text)
+    else:
+        table = _read_csv(text, tab=name.endswith(".tsv"))
+    if not table.rows:
+        raise UploadError("The file has no rows under its header.")
+    return table
+
+
+def _too_many():
+    return UploadError(
+        f"The file has more than {MAX_ROWS:,} rows; up to {MAX_ROWS:,} are accepted. "
+        "Split it into smaller files."
+    )
+
+
+def _read_csv(text, tab=False):
+    if tab:
+        dialect = csv.excel_tab
+    else:
+        try:
+            dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+        except csv.Error:
+            dialect = csv.excel
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    try:
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise UploadError("The first line of the file should name the columns.")
+        columns = [h.strip() or f"column {i + 1}" for i, h in enumerate(header)]
+        if len(set(columns)) != len(columns):
+            dup = next(c for c in columns if columns.count(c) > 1)
+            raise UploadError(f"Two columns are named “{dup}”: give each column its own name.")
+        rows = []
+        for values in reader:
+            if not any(v.strip() for v in values):
+                continue
+            if len(rows) >= MAX_ROWS:
+                raise _too_many()
+            extra = [v for v in values[len(columns) :] if v.strip()]
+            if extra:
+                raise UploadError(
+                    f"Line {reader.line_num} has {len(values)} values but the header names "
+                    f"{len(columns)} column{'s' if len(columns) > 1 else ''}. "
+                    "Check the separators and quotes on that line."
+                )
+            values = values + [""] * (len(columns) - len(values))
+            rows.append(dict(zip(columns, values, strict=False)))
+    except csv.Error as exc:
+        raise UploadError(
+            f"The file could not be read as CSV (line {reader.line_num}): {exc}."
+        ) from None
+    return Table(columns, rows, "CSV")
+
+
+def _columns_of(rows):
+    columns = {}
+    for row in rows[:1000]:
+        for key in row:
+            columns.setdefault(str(key), None)
+    return list(columns)
+
+
+def _read_jsonl(text):
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if len(rows) >= MAX_ROWS:
+            raise _too_many()
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise UploadError(
+                f"Line {lineno} is not valid JSON. In a JSON Lines file every line is one "
+                'object, like {"topic": "Volcanoes"}.'
+            ) from None
+        if not isinstance(row, dict):
+            raise UploadError(
+                f'Line {lineno} is not a JSON object; write each line like {{"topic": "Volcanoes"}}.'
+            )
+        rows.append(row)
+    return Table(_columns_of(rows), rows, "JSON Lines")
+
+
+def _read_json(text):
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UploadError(f"The file is not valid JSON: {exc}.") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UploadError(
+            'A JSON file should hold a list of objects, like [{"topic": "Volcanoes"}].'
+        )
+    if len(data) > MAX_ROWS:
+        raise _too_many()
+    return Table(_columns_of(data), data, "JSON")
+
+
+def default_mapping(columns, variables, chosen=None):
+    """Variable -> column: what the person chose, else a column of the same name."""
+    chosen = chosen or {}
+    out = {}
+    lower = {c.lower(): c for c in columns}
+    for var in variables:
+        col = chosen.get(var)
+        if col in columns:
+            out[var] = col
+        elif var in columns:
+            out[var] = var
+        elif var.lower() in lower:
+            out[var] = lower[var.lower()]
+        elif len(columns) == 1 and len(variables) == 1:
+            out[var] = columns[0]
+    return out
+
+
+def map_rows(table, mapping):
+    """Inputs for a run, one per row, and the problems with them (empty values)."""
+    inputs, problems, more = [], [], 0
+    for n, row in enumerate(table.rows, 1):
+        item = {}
+        for var, col in mapping.items():
+            value = row.get(col)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                if len(problems) < MAX_ROW_PROBLEMS:
+                    problems.append(
+                        f"Row {n} has no value in the column “{col}” (used for {{{{{var}}}}})."
+                    )
+                else:
+                    more += 1
+            item[var] = value
+        inputs.append(item)
+    if more:
+        problems.append(f"… and {more} more empty values.")
+    return inputs, problems
+
+
+# -- the estimate ---------------------------------------------------------------------
+
+_TEMPLATE_RE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_NUMBER_WORDS = "two three four five six seven eight nine ten eleven twelve fifteen twenty".split()
+_NUMBER_RE = re.compile(r"\b(\d{1,4}|" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
+_WORD_VALUES = dict(zip(_NUMBER_WORDS, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15, 20], strict=True))
+
+
+def items_asked(prompt):
+    """(number of items the prompt asks for, True) or (DEFAULT_ITEMS, False)."""
+    for m in _NUMBER_RE.finditer(_TEMPLATE_RE.sub(" ", prompt)):
+        word = m[1].lower()
+        n = int(word) if word.isdigit() else _WORD_VALUES[word]
+        if 1 <= n <= 1000:
+            return n, True
+    return DEFAULT_ITEMS, False
+
+
+def plural(key, count):
+    words = key.replace("_", " ")
+    if count == 1 or words.endswith("s"):
+        return words
+    if words.endswith("y") and words[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return words[:-1] + "ies"
+    if words.endswith(("x", "ch", "sh")):
+        return words + "es"
+    return words + "s"
+
+
+@dataclass
+class StepEstimate:
+    number: int
+    name: str
+    calls: int
+    made: int
+    made_label: str
+    note: str = ""
+
+
+@dataclass
+class Estimate:
+    inputs: int
+    steps: list = field(default_factory=list)
+    approximate: bool = False
+    input_label: str = "inputs"
+
+    @property
+    def total(self):
+        return sum(s.calls for s in self.steps)
+
+    @property
+    def chain(self):
+        return " -> ".join(
+            [f"{self.inputs} {self.input_label}"] + [f"{s.made} {s.made_label}" for s in self.steps]
+        )
+
+
+def estimate(spec, inputs):
+    """How many calls each step makes for these inputs (lists: the number the prompt asks for)."""
+    keys = spec.first_step_keys()
+    count = len(inputs)
+    distinct = {
+        k: len({json.dumps(row.get(k), sort_keys=True, default=str) for row in inputs})
+        for k in keys
+    }
+    est = Estimate(count)
+    est.input_label = plural(keys[0], count) if len(keys) == 1 else plural("input", count)
+    for i, step in enumerate(spec.steps):
+        cb = step.callback
+        calls, note = count, ""
+        if cb.type in ("scatter", "split", "split_lines"):
+            per, found = items_asked(step.prompt)
+            made = calls * per
+            est.approximate = True
+            note = f"about {per} per reply, " + (
+                "the number in the prompt" if found else "a guess: the prompt names no number"
+            )
+        elif cb.type == "broadcast":
+            made = calls * (cb.n or 1)
+            note = f"{cb.n} copies of each"
+        elif cb.type == "aggregate":
+            groups = distinct.get(cb.group_by, calls) if cb.group_by else 1
+            made = min(groups, calls)
+            note = f"one list per {cb.group_by}" if cb.group_by else "all results in one list"
+        elif cb.type == "flatten":
+            made = min(1, calls)
+            note = "all lists joined into one"
+        elif cb.type == "python":
+            made = calls
+            est.approximate = True
+            note = "a Python callback decides; counted as one per reply"
+        else:
+            made = calls
+        result = step.result_keys()
+        for key in result:
+            distinct[key] = made
+        label = plural(result[0] if result else step.output_key, made)
+        est.steps.append(StepEstimate(i + 1, step.name, calls, made, label, note))
+        count = made
+    return est
+
+
+# -- the form --------------------------------------------------------------------------
+
+
+class LaunchForm(forms.Form):
+    source = forms.ChoiceField(
+        label="Inputs",
+        choices=[("one", "One input, typed below"), ("file", "Many inputs from a file")],
+        widget=forms.RadioSelect,
+        initial="one",
+    )
+    file = forms.FileField(
+        label="CSV or JSON Lines file",
+        required=False,
+        help_text=f"Up to {MAX_UPLOAD_BYTES // 1024 // 1024} MB and {MAX_ROWS:,} rows.",
+        error_messages={"empty": "The file is empty."},
+    )
+    provider = forms.ModelChoiceField(
+        label="Provider",
+        queryset=Provider.objects.none(),
+        to_field_name="code",
+        empty_label="— choose a provider —",
+        error_messages={
+            "required": "Choose the provider the run calls.",
+            "invalid_choice": "That provider no longer exists; choose another one.",
+        },
+    )
+
+    def __init__(self, *args, user, variables, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.variables = variables
+        self.fields["provider"].queryset = Provider.objects.filter(owner=user).order_by("name")
+        for var in variables:
+            self.fields[f"input_{var}"] = forms.CharField(
+                label=var, required=False, strip=False, widget=forms.Textarea(attrs={"rows": 2})
+            )
+        self.table = None
+        self.mapping = {}
+        self.inputs = []
+
+    def input_fields(self):
+        return [self[f"input_{var}"] for var in self.variables]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("source") == "file":
+            self._clean_file(data)
+        elif data.get("source") == "one":
+            item = {}
+            for var in self.variables:
+                value = data.get(f"input_{var}") or ""
+                if not value.strip():
+                    self.add_error(f"input_{var}", f"Give a value for {{{{{var}}}}}.")
+                item[var] = value
+            self.inputs = [item]
+        return data
+
+    def _clean_file(self, data):
+        upload = data.get("file")
+        if not upload:
+            self.add_error("file", "Choose a CSV or JSON Lines file, or switch to one input.")
+            return
+        try:
+            self.table = read_table(upload)
+        except UploadError as exc:
+            self.add_error("file", str(exc))
+            return
+        chosen = {var: self.data.get(f"map_{var}") for var in self.variables}
+        self.mapping = default_mapping(self.table.columns, self.variables, chosen)
+        for var in self.variables:
+            if var not in self.mapping:
+                self.add_error(None, f"Choose the column that holds {{{{{var}}}}}.")
+        if len(self.mapping) == len(self.variables):
+            self.inputs, problems = map_rows(self.table, self.mapping)
+            for problem in problems:
+                self.add_error("file", problem)
+
+
+# -- views ------------------------------------------------------------------------------
+
+
+def _saved(pipeline):
+    """(version, spec, problems in plain words) of the latest saved version."""
+    version = pipeline.latest
+    if version is None:
+        return None, None, ["The pipeline has not been saved yet: save it in the designer."]
+    try:
+        return version, PipelineSpec.load(version.spec), []
+    except SpecError as exc:
+        try:
+            spec = PipelineSpec.model_validate(version.spec)  # meaning problems only
+        except ValidationError:
+            spec = None
+        return version, spec, [plain_problem(p) for p in exc.problems]
+
+
+def _preview(table, variables, mapping):
+    return {
+        "table": table,
+        "rows": [[row.get(c, "") for c in table.columns] for row in table.rows[:PREVIEW_ROWS]],
+        "fields": [
+            {"var": v, "options": [(c, mapping.get(v) == c) for c in table.columns]}
+            for v in variables
+        ],
+    }
+
+
+def _page(request, pipeline, version, spec, problems, form):
+    variables = spec.first_step_keys() if spec else []
+    context = {
+        "pipeline": pipeline,
+        "version": version,
+        "spec": spec,
+        "problems": problems,
+        "form": form,
+        "variables": variables,
+        "has_providers": Provider.objects.filter(owner=request.user).exists(),
+        "estimate": estimate(spec, [{}]) if spec and spec.steps else None,
+        "preview": _preview(form.table, variables, form.mapping) if form.table else None,
+        "max_mb": MAX_UPLOAD_BYTES // 1024 // 1024,
+        "max_bytes": MAX_UPLOAD_BYTES,
+        "max_rows": f"{MAX_ROWS:,}",
+        "htmx": _htmx(request),
+    }
+    if form.table and form.inputs:
+        context["estimate"] = estimate(spec, form.inputs)
+    template = "designer/launch_errors.html" if _htmx(request) else "designer/launch.html"
+    return render(request, template, context)
+
+
+def _htmx(request):
+    return request.headers.get("HX-Request") == "true"
+
+
+@login_required
+def launch(request, code):
+    """The inputs form (GET) and the launch itself (POST), which opens the run's page."""
+    pipeline = pipeline_for(request.user, code)
+    version, spec, problems = _saved(pipeline)
+    variables = spec.first_step_keys() if spec else []
+    if request.method != "POST":
+        form = LaunchForm(user=request.user, variables=variables)
+        return _page(request, pipeline, version, spec, problems, form)
+    form = LaunchForm(request.POST, request.FILES, user=request.user, variables=variables)
+    if problems or not form.is_valid():
+        return _page(request, pipeline, version, spec, problems, form)
+    try:
+        run = launch_run(
+            request.user,
+            spec,
+            form.inputs,
+            providers={"*": form.cleaned_data["provider"].pk},
+            pipeline_code=pipeline.code,
+            pipeline_version=version.number,
+        )
+    except (SpecError, LaunchError) as exc:
+        for problem in exc.problems:
+            form.add_error(None, plain_problem(problem))
+        return _page(request, pipeline, version, spec, problems, form)
+    url = f"/runs/{run.code}/"
+    if _htmx(request):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
+
+
+@require_POST
+@login_required
+def preview(request, code):
+    """The first rows of an uploaded file, the column for each variable, and the estimate."""
+    pipeline = pipeline_for(request.user, code)
+    version, spec, problems = _saved(pipeline)
+    variables = spec.first_step_keys() if spec else []
+    context = {"pipeline": pipeline, "variables": variables, "error": "", "preview": None}
+    upload = request.FILES.get("file")
+    if upload is None:
+        context["error"] = "Choose a CSV or JSON Lines file."
+    else:
+        try:
+            table = read_table(upload)
+        except UploadError as exc:
+            context["error"] = str(exc)
+        else:
+            chosen = {var: request.POST.get(f"map_{var}") for var in variables}
+            mapping = default_mapping(table.columns, variables, chosen)
+            context["preview"] = _preview(table, variables, mapping)
+            if spec and spec.steps:
+                context["estimate"] = estimate(spec, [{}] * len(table.rows))
+                if len(mapping) == len(variables):
+                    context["estimate"] = estimate(spec, map_rows(table, mapping)[0])
+    return render(request, "designer/launch_preview.html", context)
+
+
+urlpatterns = [
+    path("pipelines/<uuid:code>/launch/", launch, name="pipeline-launch"),
+    path("pipelines/<uuid:code>/launch/preview/", preview, name="launch-preview"),
+]

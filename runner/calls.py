@@ -1,0 +1,360 @@
+"""The asyncio side of a driver: one call per task, with everything around it.
+
+For each job (a claimed task's rendered prompt) a `CallRunner` on the process's
+loop: reuses a reply already paid for (the run's Redis cache, or an identical call
+in flight), waits for the key's rate limit (`limits.RateGate`) and a concurrency
+slot, calls the provider with retries, falls back to the step's next model when
+one keeps failing, asks again when the reply does not parse, and prices the call.
+A key that has failed every call for `RUNNER_PROVIDER_DOWN_SECONDS` fails the
+rest at once with the reason, so a run never waits forever.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from . import costs
+from .limits import RateGate
+from .parsing import ParseError, parse_output
+from .providers import (
+    Completion,
+    CompletionRequest,
+    ProviderError,
+    build_provider,
+    complete_with_retries,
+)
+
+log = logging.getLogger("runner.engine")
+
+CACHE_TTL = 7 * 24 * 3600
+NO_FALLBACK_STATUSES = (401, 403)  # the key is wrong: every model of the provider fails alike
+
+
+@dataclass
+class Job:
+    task_id: int
+    step: int
+    variant: int
+    messages: list
+    request: CompletionRequest
+    fmt: str
+    schema: dict | None
+    cache_base: str
+    pool: str
+    cached: Completion | None = None
+    fallbacks: tuple = ()  # models tried in order after request.model
+    tokens: int = 0  # estimated tokens of one attempt, for tokens-per-minute limits
+
+
+@dataclass
+class Result:
+    task_id: int
+    ok: bool
+    messages: list
+    text: str = ""
+    parsed: object = None
+    error: str = ""
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms: int = 0
+    attempts: list = field(default_factory=list)
+    cached: bool = False
+    cost: float = 0.0  # micro-dollars
+
+
+def cache_key(job, parse_try):
+    return f"{job.cache_base}:{parse_try}"
+
+
+def completion_to_json(c):
+    return json.dumps(
+        [c.text, c.model, c.tokens_in, c.tokens_out, c.latency_ms, getattr(c, "requested", "")]
+    )
+
+
+def completion_from_json(raw):
+    text, model, tin, tout, ms, *rest = json.loads(raw)
+    c = Completion(text=text, model=model, tokens_in=tin, tokens_out=tout, latency_ms=ms)
+    c.requested = rest[0] if rest else ""
+    return c
+
+
+class PoolHealth:
+    """Whether a provider key answers: failing since when, and with what."""
+
+    __slots__ = ("failing_since", "last_error")
+
+    def __init__(self):
+        self.failing_since = None
+        self.last_error = ""
+
+    def check(self):
+        if self.failing_since is None:
+            return
+        down_for = time.monotonic() - self.failing_since
+        if down_for > settings.RUNNER_PROVIDER_DOWN_SECONDS:
+            raise ProviderError(
+                f"the provider has failed every call for {down_for:.0f}s; "
+                f"last error: {self.last_error}",
+                transient=False,
+            )
+
+
+class Slot:
+    """Held around each attempt: the key must be up, then a rate permit, then a slot."""
+
+    __slots__ = ("health", "gate", "semaphore", "tokens")
+
+    def __init__(self, health, gate, semaphore, tokens):
+        self.health = health
+        self.gate = gate
+        self.semaphore = semaphore
+        self.tokens = tokens
+
+    async def __aenter__(self):
+        self.health.check()
+        await self.gate.acquire(self.tokens, settings.RUNNER_PROVIDER_DOWN_SECONDS)
+        await self.semaphore.acquire()
+
+    async def __aexit__(self, *exc):
+        self.semaphore.release()
+
+
+class CallRunner:
+    """Semaphores, rate gates, providers, cache and in-flight dedupe of one driver."""
+
+    def __init__(self, endpoints):
+        self.endpoints = {ep.pool: ep for ep in endpoints if ep}
+        self.providers = {}
+        self.semaphores = {}
+        self.gates = {}  # pool -> RateGate
+        self.health = {}  # pool -> PoolHealth
+        self.dead_models = {}  # pool -> models that answered "not found"
+        self.out_tokens = {}  # pool -> running mean of reply tokens, for estimates
+        self.inflight = {}  # cache key -> asyncio.Future of Completion
+        self.redis = None
+        self._cache_batch = []  # replies waiting to be written to Redis in one pipeline
+        self.retrying = 0  # calls waiting to try again after a transient error
+
+    def setup(self):
+        for pool, ep in self.endpoints.items():
+            self.providers[pool] = build_provider(ep.kind, ep.base_url, ep.api_key, ep.model)
+            self.semaphores[pool] = asyncio.Semaphore(0)
+            self.gates[pool] = RateGate(ep.rpm, ep.tpm)
+            self.health[pool] = PoolHealth()
+            self.dead_models[pool] = set()
+        self.redis = aioredis.Redis.from_url(settings.REDIS_URL)
+
+    def grow(self, pool, n):
+        sem = self.semaphores[pool]
+        for _ in range(n):
+            sem.release()
+
+    def grant(self, pool, requests, tokens, rps, tps):
+        self.gates[pool].grant(requests, tokens, rps, tps)
+
+    def estimate_tokens(self, pool, request, prompt_chars):
+        """Tokens an attempt will use: the prompt's, plus the replies' running mean."""
+        mean = self.out_tokens.get(pool, 256)
+        out = min(request.max_tokens, mean) if request.max_tokens else mean
+        return int(prompt_chars // 4 + out)
+
+    async def close(self):
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _call(self, job, parse_try, attempts):
+        key = cache_key(job, parse_try)
+        if parse_try == 0 and job.cached is not None:
+            return job.cached, True
+        if parse_try > 0:
+            raw = await self.redis.get(key)
+            if raw:
+                return completion_from_json(raw), True
+        shared = self.inflight.get(key)
+        if shared is not None:
+            return await asyncio.shield(shared), True
+        fut = asyncio.get_running_loop().create_future()
+        self.inflight[key] = fut
+        try:
+            completion = await self._complete(job, attempts)
+            # Saved before anything else: a worker that dies now does not pay for this again.
+            await self._cache_put(key, completion_to_json(completion))
+            fut.set_result(completion)
+            return completion, False
+        except BaseException as exc:
+            fut.set_exception(
+                exc if isinstance(exc, Exception) else ProviderError("cancelled", transient=True)
+            )
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            self.inflight.pop(key, None)
+
+    async def _complete(self, job, attempts):
+        """The call, on the step's model and then, while they keep failing, its fallbacks."""
+        pool = job.pool
+        gate, health, dead = self.gates[pool], self.health[pool], self.dead_models[pool]
+        models = [job.request.model, *job.fallbacks]
+        live = [m for m in models if m not in dead] or models[-1:]
+        waiting = [False]
+
+        def track(info):
+            attempts.append(info)
+            if waiting[0]:
+                self.retrying -= 1
+            ok = info["ok"]
+            waiting[0] = not ok
+            if ok:
+                health.failing_since = None
+            else:
+                self.retrying += 1
+                status = info.get("status")
+                gate.saw(status, info.get("retry_after"))
+                if status is None or status == 429 or status >= 500:
+                    if health.failing_since is None:
+                        health.failing_since = time.monotonic()
+                    health.last_error = info["error"]
+                    gate.last_error = info["error"]
+
+        slot = Slot(health, gate, self.semaphores[pool], job.tokens)
+        try:
+            for i, model in enumerate(live):
+                request = job.request
+                if model != request.model:
+                    request = replace(request, model=model)
+                try:
+                    completion = await complete_with_retries(
+                        self.providers[pool],
+                        request,
+                        max_retries=settings.RUNNER_MAX_TRANSIENT_RETRIES,
+                        backoff_base=settings.RUNNER_BACKOFF_BASE,
+                        backoff_max=settings.RUNNER_BACKOFF_MAX,
+                        semaphore=slot,
+                        on_attempt=track,
+                    )
+                except ProviderError as exc:
+                    if exc.status == 404:
+                        dead.add(model)
+                    if (
+                        i == len(live) - 1
+                        or exc.status in NO_FALLBACK_STATUSES
+                        or (exc.status is None and not exc.transient)  # down, or misconfigured
+                    ):
+                        raise
+                    nxt = live[i + 1]
+                    log.info("model %s failed (%s); falling back to %s", model, exc.message, nxt)
+                    attempts.append(
+                        {
+                            "n": len(attempts) + 1,
+                            "ok": False,
+                            "error": f"{model} failed: {exc.message}; trying {nxt}",
+                            "fallback": nxt,
+                        }
+                    )
+                    continue
+                completion.requested = model
+                used = completion.tokens_in + completion.tokens_out
+                gate.settle(job.tokens, used)
+                mean = self.out_tokens.get(pool)
+                out = completion.tokens_out
+                self.out_tokens[pool] = out if mean is None else 0.9 * mean + 0.1 * out
+                return completion
+        finally:
+            if waiting[0]:
+                self.retrying -= 1
+
+    async def _cache_put(self, key, value):
+        """Write a reply to the run's cache; replies finishing together share one round trip."""
+        done = asyncio.get_running_loop().create_future()
+        self._cache_batch.append((key, value, done))
+        if len(self._cache_batch) == 1:
+            asyncio.get_running_loop().create_task(self._cache_flush())
+        await done
+
+    async def _cache_flush(self):
+        await asyncio.sleep(0)  # let the replies that arrived in the same pass join the batch
+        batch, self._cache_batch = self._cache_batch, []
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, value, _ in batch:
+                pipe.set(key, value, ex=CACHE_TTL)
+            await pipe.execute()
+        except Exception:
+            log.warning("could not cache %d replies in Redis", len(batch), exc_info=True)
+        for _, _, done in batch:
+            if not done.done():
+                done.set_result(None)
+
+    def _cost(self, job, completion):
+        """What a call cost, in micro-dollars, priced by the model asked (else the one that answered)."""
+        prices = self.endpoints[job.pool].prices
+        if not prices:
+            return 0.0
+        model = getattr(completion, "requested", "") or completion.model
+        price = costs.price_for(prices, model) or costs.price_for(prices, completion.model)
+        if price is None:
+            return 0.0
+        return completion.tokens_in * price[0] + completion.tokens_out * price[1]
+
+    async def execute(self, job):
+        attempts = []
+        last_text, reason, completion = "", "", None
+        spent = 0.0
+        tries = 1 + settings.RUNNER_PARSE_RETRIES
+        for parse_try in range(tries):
+            try:
+                completion, cached = await self._call(job, parse_try, attempts)
+            except ProviderError as exc:
+                return Result(
+                    job.task_id,
+                    False,
+                    job.messages,
+                    error=exc.message,
+                    attempts=attempts,
+                    text=last_text,
+                    cost=spent,
+                )
+            if not cached:  # a reply from the cache was paid for by the call that made it
+                spent += self._cost(job, completion)
+            last_text = completion.text
+            try:
+                parsed = parse_output(completion.text, job.fmt, job.schema)
+            except ParseError as exc:
+                reason = exc.reason
+                attempts.append(
+                    {"n": len(attempts) + 1, "ok": False, "error": reason, "parse": True}
+                )
+                continue
+            return Result(
+                job.task_id,
+                True,
+                job.messages,
+                text=completion.text,
+                parsed=parsed,
+                model=completion.model,
+                tokens_in=completion.tokens_in,
+                tokens_out=completion.tokens_out,
+                latency_ms=completion.latency_ms,
+                attempts=attempts,
+                cached=cached,
+                cost=spent,
+            )
+        return Result(
+            job.task_id,
+            False,
+            job.messages,
+            text=last_text,
+            error=reason,
+            model=completion.model if completion else "",
+            attempts=attempts,
+            tokens_in=completion.tokens_in if completion else 0,
+            tokens_out=completion.tokens_out if completion else 0,
+            cost=spent,
+        )

@@ -1,0 +1,490 @@
+"""The driver: one run, driven from one worker thread until nothing is left to do.
+
+It claims pending tasks in chunks (an atomic update with a lease), hands their
+calls to the process's asyncio loop (`calls.CallRunner`), saves what finishes in
+bulk (`results.finish`) and runs waiting callbacks (`results.settle`). A few
+times a second it talks to Redis for everything shared with other drivers: its
+heartbeat, its concurrency slots and its rate grants (`limits`), never per call.
+A run with a budget is paused by the driver that sees its spend reach it.
+"""
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from . import aio, costs, limits, progress, templating
+from .calls import CallRunner, Job, Result, cache_key, completion_from_json
+from .endpoints import resolve_endpoints
+from .models import Run, Task
+from .providers import CompletionRequest
+from .results import finish, settle
+from .spec import OutputFormat, PipelineSpec
+
+log = logging.getLogger("runner.engine")
+
+stopping = threading.Event()  # set when the worker shuts down
+
+
+class Driver:
+    """Drives one run from one worker thread until nothing is left to do."""
+
+    def __init__(self, run_id):
+        self.run_id = run_id
+        self.id = uuid.uuid4().hex[:12]
+        self.claims = 0
+        self.inflight = {}  # task id -> concurrent future
+        self.results = queue.SimpleQueue()
+        self.grants = {}
+        self.stats = {
+            "flushes": 0,
+            "flushed": 0,
+            "finish_s": 0.0,
+            "start_s": 0.0,
+            "inflight_sum": 0,
+        }
+        self.last = {
+            "progress": 0.0,
+            "renew": time.monotonic(),
+            "status": 0.0,
+            "reclaim": 0.0,
+            "alive": 0.0,
+            "grow": 0.0,
+            "rate": 0.0,
+            "report": 0.0,
+        }
+        self.reported = {}  # pool -> (calls started, 429s) already told to Redis
+        self.paid = [0.0, 0]  # cost and count of the calls this driver saw priced
+
+    # setup
+
+    def _load(self):
+        self.run = Run.objects.select_related("owner").get(pk=self.run_id)
+        self.spec = PipelineSpec.model_validate(self.run.spec)
+        self.endpoints = resolve_endpoints(self.run, self.spec)
+        self.calls = CallRunner(self.endpoints)
+        aio.submit(_in_loop(self.calls.setup)).result()
+        self.wanted = {}
+        for ep in self.endpoints:
+            self.wanted[ep.pool] = max(
+                self.wanted.get(ep.pool, 0), min(ep.concurrency, settings.RUNNER_MAX_INFLIGHT)
+            )
+        self.budget = costs.budget_micro(self.run.budget)
+        self.priced = any(ep.prices for ep in self.endpoints)
+        self.stopping_now = False
+
+    def _grow_grants(self):
+        for pool, want in self.wanted.items():
+            have = self.grants.get(pool, 0)
+            if have >= want:
+                continue
+            got = limits.acquire(pool, self.id, want, self.endpoints_by_pool(pool).concurrency)
+            if got > have:
+                aio.call_soon(self.calls.grow, pool, got - have)
+                self.grants[pool] = got
+
+    def endpoints_by_pool(self, pool):
+        return next(ep for ep in self.endpoints if ep.pool == pool)
+
+    @property
+    def capacity(self):
+        return max(sum(self.grants.values()), 0)
+
+    def run(self):
+        self._load()
+        if self.run.status in (Run.CANCELLED, Run.COMPLETED, Run.FAILED, Run.PAUSED):
+            return
+        Run.objects.filter(pk=self.run_id, status=Run.QUEUED).update(
+            status=Run.RUNNING, started=timezone.now()
+        )
+        log.info("driver %s starts run %s", self.id, self.run_id)
+        try:
+            if costs.over_budget(self.run):
+                self._pause()
+                return
+            self._loop()
+        finally:
+            self._shutdown()
+
+    # rates and budget
+
+    def _rates(self, now):
+        """Ask Redis for what this driver's waiting calls need; report 429s and calls made.
+
+        Gated pools ask every RUNNER_RATE_SECONDS while calls wait; the others only
+        report (once a second, or at once after a 429), so a 429 can gate them too."""
+        for pool, gate in self.calls.gates.items():
+            ep = self.endpoints_by_pool(pool)
+            want_r, want_t = gate.need()
+            started, n429 = gate.started, gate.n429
+            seen_started, seen_429 = self.reported.get(pool, (0, 0))
+            new_429 = n429 - seen_429
+            if gate.limited and (want_r or want_t):
+                pass
+            elif not new_429 and (now - self.last["report"] < 1 or started == seen_started):
+                continue
+            try:
+                got = limits.rate_grant(
+                    ep.rate_key,
+                    rpm=ep.rpm,
+                    tpm=ep.tpm,
+                    want_requests=want_r,
+                    want_tokens=want_t,
+                    n429=new_429,
+                    retry_after=gate.retry_after if new_429 else 0,
+                    started=started - seen_started,
+                )
+            except Exception:
+                log.warning("could not ask Redis for a rate grant", exc_info=True)
+                continue
+            self.reported[pool] = (started, n429)
+            if got.requests or got.tokens or gate.limited != bool(got.rps or got.tps):
+                aio.call_soon(self.calls.grant, pool, got.requests, got.tokens, got.rps, got.tps)
+        if now - self.last["report"] >= 1:
+            self.last["report"] = now
+
+    def _budget_room(self, n):
+        """How many more calls fit in the budget, counting those in flight."""
+        if self.budget is None or self.stopping_now or not self.priced:
+            return 0 if self.stopping_now else n
+        left = self.budget - self.run.spent
+        if left <= 0:
+            return 0
+        cost, count = self.paid
+        if not count:  # a few calls first, to see what one costs
+            return 0 if self.inflight else min(n, 8)
+        room = int(left / (cost / count)) - len(self.inflight)
+        return max(0, min(n, room)) if self.inflight else max(1, min(n, room))
+
+    def _pause(self):
+        """The budget is spent: save the calls in flight, then pause with the reason."""
+        Run.objects.filter(pk=self.run_id, status=Run.RUNNING).update(status=Run.PAUSED)
+        self._stop_inflight(wait=min(30, settings.RUNNER_LEASE_SECONDS / 2))
+        self.run.refresh_from_db()
+        message = costs.paused_message(self.run.spent, self.run.budget)
+        Run.objects.filter(pk=self.run_id, status=Run.PAUSED).update(error=message)
+        log.info("run %s paused: %s", self.run_id, message)
+
+    def _loop(self):
+        idle_since = None
+        while True:
+            now = time.monotonic()
+            if now - self.last["alive"] > settings.RUNNER_HEARTBEAT_TTL / 4:
+                limits.client().set(
+                    f"pd:run-alive:{self.run_id}", self.id, ex=settings.RUNNER_HEARTBEAT_TTL
+                )
+                limits.heartbeat(self.id)
+                self.last["alive"] = now
+            if now - self.last["grow"] > 0.5 or not self.grants:
+                self._grow_grants()
+                self.last["grow"] = now
+            if now - self.last["status"] > 0.5:
+                self.last["status"] = now
+                status, spent, budget = (
+                    Run.objects.filter(pk=self.run_id)
+                    .values_list("status", "spent", "budget")
+                    .first()
+                )
+                self.run.spent, self.run.budget = spent, budget
+                self.budget = costs.budget_micro(budget)
+                if status == Run.RUNNING and costs.over_budget(self.run):
+                    self._pause()
+                    return
+                if status != Run.RUNNING or stopping.is_set():
+                    self._stop_inflight()
+                    return
+            if now - self.last["rate"] > settings.RUNNER_RATE_SECONDS:
+                self.last["rate"] = now
+                self._rates(now)
+            claimed = 0
+            free = self.capacity - len(self.inflight)
+            if free > 0 and (
+                free >= max(1, self.capacity // 10) or len(self.inflight) < self.capacity // 2
+            ):
+                n = self._budget_room(min(free, settings.RUNNER_CLAIM_BATCH))
+                claimed = self._claim(n) if n else 0
+            self._collect(block=bool(self.inflight) and not claimed)
+            if self.budget is not None and costs.over_budget(self.run):
+                self._pause()
+                return
+            if now - self.last["renew"] > settings.RUNNER_LEASE_SECONDS / 3:
+                self._renew()
+            if not self.inflight and not claimed:
+                if self._settle():
+                    return
+                idle_since = idle_since or now
+                if now - self.last["reclaim"] > 1:
+                    self.last["reclaim"] = now
+                    self._reclaim_dead()
+                time.sleep(0.05 if now - idle_since < 1 else 0.2)
+            else:
+                idle_since = None
+            if time.monotonic() - self.last["progress"] > settings.RUNNER_PROGRESS_SECONDS:
+                self.last["progress"] = time.monotonic()
+                self._publish_retrying()
+                progress.announce(self.run)
+
+    def _publish_retrying(self):
+        key = f"pd:retrying:{self.run_id}"
+        try:
+            pipe = limits.client().pipeline(transaction=False)
+            pipe.hset(key, self.id, self.calls.retrying)
+            pipe.expire(key, settings.RUNNER_HEARTBEAT_TTL * 2)
+            pipe.execute()
+        except Exception:
+            log.warning("could not publish the retry count", exc_info=True)
+
+    def _shutdown(self):
+        try:
+            limits.client().hdel(f"pd:retrying:{self.run_id}", self.id)
+        except Exception:
+            pass
+        st = self.stats
+        if st["flushes"]:
+            log.info(
+                "driver %s: %d results in %d flushes (%.1f per flush), %.2fs saving, %.2fs starting, "
+                "%.0f in flight on average",
+                self.id,
+                st["flushed"],
+                st["flushes"],
+                st["flushed"] / st["flushes"],
+                st["finish_s"],
+                st["start_s"],
+                st["inflight_sum"] / st["flushes"],
+            )
+        for pool in self.grants:
+            try:
+                limits.release(pool, self.id)
+            except Exception:
+                log.warning("could not release slots of %s", pool)
+        try:
+            limits.forget(self.id)
+        except Exception:
+            pass
+        aio.submit(self.calls.close())
+        self.run.refresh_from_db()
+        progress.announce(self.run)
+
+    # claiming
+
+    def _claim(self, n):
+        self.claims += 1
+        token = f"{self.id}:{self.claims}"
+        ids = list(
+            Task.objects.filter(run_id=self.run_id, status=Task.PENDING)
+            .order_by("-step", "id")
+            .values_list("id", flat=True)[:n]
+        )
+        if not ids:
+            return 0
+        lease = timezone.now() + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
+        with transaction.atomic():
+            Task.objects.filter(id__in=ids, status=Task.PENDING).update(
+                status=Task.RUNNING, claim=token, lease_until=lease
+            )
+        rows = list(
+            Task.objects.filter(run_id=self.run_id, claim=token, status=Task.RUNNING).values(
+                "id", "step", "variant", "context", "round"
+            )
+        )
+        self._start(rows)
+        return len(rows)
+
+    def _start(self, rows):
+        """Render the prompts of claimed tasks and hand their calls to the loop."""
+        jobs, failed = [], []
+        for row in rows:
+            try:
+                jobs.append(self._job(row))
+            except templating.TemplateError as exc:
+                failed.append(
+                    Result(row["id"], False, [], error=f"the prompt could not be filled in: {exc}")
+                )
+        if jobs:
+            self._prefetch(jobs)
+        for job in jobs:
+            fut = aio.submit(self.calls.execute(job))
+            self.inflight[job.task_id] = fut
+            fut.add_done_callback(self._done)
+        for r in failed:
+            self.results.put(r)
+
+    def _job(self, row):
+        step = self.spec.steps[row["step"]]
+        ep = self.endpoints[row["step"]]
+        ctx = row["context"]
+        messages = []
+        if step.system:
+            messages.append({"role": "system", "content": templating.render(step.system, ctx)})
+        messages.append({"role": "user", "content": templating.render(step.prompt, ctx)})
+        fmt = str(step.output_format)
+        schema = step.output_schema
+        chars = sum(len(m["content"]) for m in messages)
+        if fmt == OutputFormat.JSON_LIST:
+            json_schema = {"type": "array"}
+        elif fmt == OutputFormat.JSON_OBJECT:
+            json_schema = schema or {"type": "object"}
+        else:
+            json_schema = None
+        p = step.params
+        request = CompletionRequest(
+            model=ep.model,
+            messages=messages,
+            temperature=p.temperature,
+            max_tokens=p.max_tokens,
+            top_p=p.top_p,
+            json_mode=json_schema is not None,
+            json_schema=json_schema,
+            timeout=p.timeout or 120.0,
+        )
+        ident = json.dumps(
+            [ep.base_url, ep.model, p.model_dump(), messages, fmt, row["variant"], row["round"]],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:32]
+        return Job(
+            row["id"],
+            row["step"],
+            row["variant"],
+            messages,
+            request,
+            fmt,
+            schema,
+            f"pd:call:{self.run_id}:{digest}",
+            ep.pool,
+            fallbacks=ep.fallbacks,
+            tokens=self.calls.estimate_tokens(ep.pool, request, chars),
+        )
+
+    def _prefetch(self, jobs):
+        """One round trip: replies already paid for (a dead worker's, or an identical call's)."""
+        try:
+            values = limits.client().mget([cache_key(j, 0) for j in jobs])
+        except Exception:
+            log.warning("response cache unavailable", exc_info=True)
+            return
+        for job, raw in zip(jobs, values, strict=True):
+            if raw:
+                job.cached = completion_from_json(raw)
+
+    def _done(self, fut):
+        self.results.put(fut)
+
+    # finishing
+
+    def _collect(self, block):
+        items = []
+        try:
+            items.append(
+                self.results.get(timeout=settings.RUNNER_FLUSH_SECONDS if block else 0.001)
+            )
+        except queue.Empty:
+            return
+        deadline = time.monotonic() + 0.005
+        while time.monotonic() < deadline:
+            try:
+                items.append(self.results.get_nowait())
+            except queue.Empty:
+                break
+        results = []
+        for item in items:
+            if isinstance(item, Result):
+                results.append(item)
+                continue
+            try:
+                res = item.result()
+            except Exception as exc:  # a bug or a cancelled call: the task goes back to pending
+                log.warning("call failed outside the provider: %r", exc)
+                task_id = next((k for k, v in self.inflight.items() if v is item), None)
+                if task_id is not None:
+                    self.inflight.pop(task_id, None)
+                    Task.objects.filter(id=task_id, status=Task.RUNNING).update(
+                        status=Task.PENDING, claim="", lease_until=None
+                    )
+                continue
+            results.append(res)
+        for res in results:
+            self.inflight.pop(res.task_id, None)
+            if res.cost:
+                self.paid[0] += res.cost
+                self.paid[1] += 1
+        if results:
+            self.claims += 1
+            free = self._budget_room(max(0, self.capacity - len(self.inflight)))
+            t0 = time.perf_counter()
+            claimed = finish(
+                self.run, self.spec, results, claim=f"{self.id}:{self.claims}", claim_max=free
+            )
+            t1 = time.perf_counter()
+            self._start(claimed)
+            t2 = time.perf_counter()
+            st = self.stats
+            st["flushes"] += 1
+            st["flushed"] += len(results)
+            st["finish_s"] += t1 - t0
+            st["start_s"] += t2 - t1
+            st["inflight_sum"] += len(self.inflight)
+
+    def _renew(self):
+        self.last["renew"] = time.monotonic()
+        if self.inflight:
+            lease = timezone.now() + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
+            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).update(
+                lease_until=lease
+            )
+
+    def _reclaim_dead(self):
+        """Put back tasks whose lease ran out or whose driver is gone."""
+        now = timezone.now()
+        n = Task.objects.filter(
+            run_id=self.run_id, status=Task.RUNNING, lease_until__lt=now
+        ).update(status=Task.PENDING, claim="", lease_until=None)
+        claims = set(
+            Task.objects.filter(run_id=self.run_id, status=Task.RUNNING)
+            .values_list("claim", flat=True)
+            .distinct()
+        )
+        dead = {
+            c
+            for c in claims
+            if c and not c.startswith(self.id + ":") and not limits.is_alive(c.split(":")[0])
+        }
+        if dead:
+            n += Task.objects.filter(
+                run_id=self.run_id, status=Task.RUNNING, claim__in=dead
+            ).update(status=Task.PENDING, claim="", lease_until=None)
+        if n:
+            log.info("driver %s put %d abandoned tasks of run %s back", self.id, n, self.run_id)
+
+    def _stop_inflight(self, wait=None):
+        """Cancelled or shutting down: save what finishes within a moment, put back the rest."""
+        if wait is None:
+            wait = 5 if stopping.is_set() else 2
+        self.stopping_now = True  # what finishes now makes pending children, not new calls
+        deadline = time.monotonic() + wait
+        while self.inflight and time.monotonic() < deadline:
+            self._collect(block=True)
+        for fut in self.inflight.values():
+            fut.cancel()
+        if self.inflight:
+            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).update(
+                status=Task.PENDING, claim="", lease_until=None
+            )
+        self.inflight.clear()
+
+    def _settle(self):
+        """Run waiting callbacks whose step is complete; finish the run when all is done."""
+        return settle(self.run, self.spec)
+
+
+async def _in_loop(fn):
+    return fn()

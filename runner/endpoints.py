@@ -1,0 +1,103 @@
+"""Which endpoint, key, model, limits and prices each step of a run calls."""
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from .models import Provider
+
+
+class LaunchError(ValueError):
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass
+class Endpoint:
+    kind: str
+    base_url: str
+    api_key: str
+    model: str
+    concurrency: int
+    pool: str  # the shared concurrency pool (one per endpoint and key)
+    rate_key: str = ""  # the shared rate buckets (one per endpoint and key)
+    rpm: int | None = None  # requests per minute; None: no limit
+    tpm: int | None = None  # tokens per minute; None: no limit
+    prices: dict = field(default_factory=dict)  # {model: [input, output]} $ per 1M tokens
+    fallbacks: tuple = ()  # models tried in order when `model` keeps failing
+
+
+def _fallbacks(step, model):
+    return tuple(dict.fromkeys(m.strip() for m in step.model.fallbacks if m.strip() and m != model))
+
+
+def default_endpoint(model, concurrency=None):
+    """The endpoint of DEFAULT_LLM_BASE_URL (the built-in local model under `make run`)."""
+    url = settings.DEFAULT_LLM_BASE_URL
+    return Endpoint(
+        "openai",
+        url,
+        settings.DEFAULT_LLM_API_KEY,
+        model or settings.DEFAULT_LLM_MODEL,
+        concurrency or settings.DEFAULT_LLM_CONCURRENCY,
+        f"{url}|default",
+        rate_key=f"{url}|default",
+        prices=dict(settings.DEFAULT_LLM_PRICES),
+    )
+
+
+def resolve_endpoints(run, spec):
+    """Which endpoint and model each step calls; LaunchError names a step that has none."""
+    problems, out = [], []
+    cache = {}
+    for i, step in enumerate(spec.steps):
+        where = f"step {i + 1} ('{step.name}')"
+        pid = run.providers.get(step.name) or (
+            run.providers.get("*") if step.model.provider == "default" else None
+        )
+        provider = None
+        if pid:
+            provider = cache.get(pid) or Provider.objects.filter(pk=pid, owner=run.owner_id).first()
+        elif step.model.provider != "default":
+            provider = Provider.objects.filter(owner=run.owner_id, name=step.model.provider).first()
+            if provider is None:
+                problems.append(
+                    f"{where}: no provider named '{step.model.provider}'; add it on the providers page"
+                )
+                out.append(None)
+                continue
+        if provider is not None:
+            cache[pid or provider.pk] = provider
+            model = run.model_override or step.model.name or provider.default_model
+            ep = Endpoint(
+                provider.kind,
+                provider.base_url,
+                provider.api_key,
+                model,
+                run.concurrency or provider.concurrency,
+                provider.limit_key,
+                rate_key=provider.rate_key,
+                rpm=provider.rpm,
+                tpm=provider.tpm,
+                prices=provider.prices or {},
+                fallbacks=_fallbacks(step, model),
+            )
+        elif settings.DEFAULT_LLM_BASE_URL:
+            model = run.model_override or step.model.name or settings.DEFAULT_LLM_MODEL
+            ep = default_endpoint(model, run.concurrency)
+            ep.fallbacks = _fallbacks(step, model)
+        else:
+            problems.append(
+                f"{where}: no LLM provider is set; add one on the providers page or pass --base-url"
+            )
+            out.append(None)
+            continue
+        if not ep.model:
+            problems.append(
+                f"{where}: no model is chosen; set the step's model or the provider's default model"
+            )
+        out.append(ep)
+    if problems:
+        raise LaunchError(problems)
+    return out

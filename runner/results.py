@@ -1,0 +1,301 @@
+"""Writing results: finished calls saved in bulk, children made at once, waiting callbacks settled.
+
+Shared by drivers and tests. Every statement here is batched: one UPDATE per
+chunk of finished calls, one INSERT per chunk of children, and (only when the
+calls cost something) one UPDATE of the run's spend.
+"""
+
+import json
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from . import progress
+from .callbacks import CallbackError, Output, children_of, gather
+from .models import Record, Run, Task
+from .spec import WAITING_CALLBACKS
+
+log = logging.getLogger("runner.engine")
+
+
+def _json_param(value):
+    return json.dumps(value, ensure_ascii=False)
+
+
+def finish(run, spec, results, claim=None, claim_max=0):
+    """Save finished calls in bulk and make their children (or records, after the last step).
+
+    Up to `claim_max` new children are written already claimed under `claim` (a
+    driver's token), so the driver starts them at once without a round trip through
+    the pending queue; the returned rows describe them."""
+    last = len(spec.steps) - 1
+    meta = {
+        row["id"]: row
+        for row in Task.objects.filter(id__in=[r.task_id for r in results]).values(
+            "id", "key", "seq", "context", "variant", "step"
+        )
+    }
+    children, records = [], []
+    for res in results:
+        row = meta.get(res.task_id)
+        if not res.ok or row is None:
+            continue
+        step = spec.steps[row["step"]]
+        if step.callback.type in WAITING_CALLBACKS:
+            continue
+        out = Output(
+            res.task_id,
+            row["key"],
+            row["seq"],
+            row["context"],
+            res.parsed,
+            res.text,
+            row["variant"],
+        )
+        try:
+            made = children_of(step, out)
+        except CallbackError as exc:
+            res.ok, res.error = False, str(exc)
+            continue
+        if row["step"] == last:
+            records.extend(made)
+        else:
+            children.extend((row["step"] + 1, c) for c in made)
+    now = timezone.now()
+    vendor = connection.vendor
+    jcast = "::jsonb" if vendor == "postgresql" else ""
+    sql = (
+        f"UPDATE {Task._meta.db_table} SET status=%s, messages=%s{jcast}, raw_output=%s, parsed=%s{jcast}, "
+        f"error=%s, model=%s, attempts=attempts+%s, attempt_log=%s{jcast}, tokens_in=%s, tokens_out=%s, "
+        f"latency_ms=%s, cost=%s, cached=%s, finished=%s, lease_until=NULL WHERE id=%s AND status=%s"
+    )
+    finished_at = connection.ops.adapt_datetimefield_value(now)
+    params = [
+        (
+            Task.DONE if r.ok else Task.FAILED,
+            _json_param(r.messages),
+            r.text,
+            _json_param(r.parsed) if r.ok else "null",
+            "" if r.ok else r.error,
+            r.model,
+            _calls_made(r),
+            _json_param(r.attempts),
+            r.tokens_in,
+            r.tokens_out,
+            r.latency_ms,
+            r.cost,
+            r.cached,
+            finished_at,
+            r.task_id,
+            Task.RUNNING,
+        )
+        for r in results
+        if r.task_id in meta
+    ]
+    lease = now + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
+
+    direct_n = min(claim_max, len(children)) if claim else 0
+    cost = sum(r.cost for r in results if r.task_id in meta)
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.executemany(sql, params)
+            if cost:
+                _add_spend(run, cost, exact=cur.rowcount == len(params))
+            if children:
+                # ON CONFLICT: children are made once, even when a task is finished twice
+                # (its lease ran out while it was being saved).
+                insert_tasks(
+                    cur,
+                    run.pk,
+                    [
+                        (
+                            step_index,
+                            c,
+                            claim if n < direct_n else "",
+                            lease if n < direct_n else None,
+                        )
+                        for n, (step_index, c) in enumerate(children)
+                    ],
+                    now,
+                )
+            if records:
+                insert_records(cur, run.pk, records, now)
+    if not direct_n:
+        return []
+    return list(
+        Task.objects.filter(run_id=run.pk, claim=claim, status=Task.RUNNING).values(
+            "id", "step", "variant", "context", "round"
+        )
+    )
+
+
+def _calls_made(r):
+    if r.cached:
+        return 0
+    return max(1, len([a for a in r.attempts if not a.get("parse") and not a.get("fallback")]))
+
+
+def _add_spend(run, cost, exact):
+    """Add a chunk's cost to the run's spend (or recount it when some rows were saved before)."""
+    if exact:
+        Run.objects.filter(pk=run.pk).update(spent=F("spent") + cost)
+    else:  # a task was finished twice (its lease ran out): count from the tasks themselves
+        total = Task.objects.filter(run_id=run.pk).aggregate(s=Sum("cost"))["s"] or 0.0
+        Run.objects.filter(pk=run.pk).update(spent=total)
+    run.spent = Run.objects.filter(pk=run.pk).values_list("spent", flat=True).first() or 0.0
+
+
+def _jcast():
+    return "::jsonb" if connection.vendor == "postgresql" else ""
+
+
+def insert_tasks(cur, run_id, rows, now):
+    """Insert tasks in one statement per batch, skipping keys the run already has.
+
+    `rows` holds (step, Child, claim, lease_until); a task with a claim is written
+    already running under that claim."""
+    j = _jcast()
+    sql = (
+        f"INSERT INTO {Task._meta.db_table} (run_id, step, key, seq, parent_id, variant, round, status, "
+        "lease_until, claim, context, messages, raw_output, parsed, error, model, attempts, attempt_log, "
+        "tokens_in, tokens_out, latency_ms, cost, cached, created, finished) VALUES "
+        f"(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s{j}, NULL, '', NULL, '', '', 0, '[]'{j}, 0, 0, 0, 0, %s, %s, NULL) "
+        "ON CONFLICT (run_id, key) DO NOTHING"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    created = adapt(now)
+    cur.executemany(
+        sql,
+        [
+            (
+                run_id,
+                step,
+                c.key,
+                c.seq,
+                c.parent_id,
+                c.variant,
+                Task.RUNNING if claim else Task.PENDING,
+                adapt(lease) if lease else None,
+                claim,
+                _json_param(c.context),
+                False,
+                created,
+            )
+            for step, c, claim, lease in rows
+        ],
+    )
+
+
+def insert_records(cur, run_id, children, now):
+    j = _jcast()
+    sql = (
+        f"INSERT INTO {Record._meta.db_table} (run_id, task_id, key, seq, data, edited, review, rating, created) "
+        f"VALUES (%s, %s, %s, %s, %s{j}, NULL, %s, NULL, %s) ON CONFLICT (run_id, key) DO NOTHING"
+    )
+    created = connection.ops.adapt_datetimefield_value(now)
+    cur.executemany(
+        sql,
+        [
+            (run_id, c.parent_id, c.key, c.seq, _json_param(c.context), Record.UNREVIEWED, created)
+            for c in children
+        ],
+    )
+
+
+def settle(run, spec):
+    """Make the children of waiting callbacks whose step is complete; finish a run with nothing left.
+
+    Returns True when the run is finished (or no longer running)."""
+    open_steps = set(
+        Task.objects.filter(run_id=run.pk, status__in=[Task.PENDING, Task.RUNNING])
+        .values_list("step", flat=True)
+        .distinct()
+    )
+    aggregated = set(
+        Run.objects.filter(pk=run.pk).values_list("aggregated", flat=True).first() or []
+    )
+    last = len(spec.steps) - 1
+    for i, step in enumerate(spec.steps):
+        if any(s <= i for s in open_steps):
+            return False
+        if step.callback.type not in WAITING_CALLBACKS or i in aggregated:
+            continue
+        outputs = [
+            Output(
+                t["id"],
+                t["key"],
+                t["seq"],
+                t["context"],
+                t["parsed"],
+                t["raw_output"],
+                t["variant"],
+            )
+            for t in Task.objects.filter(run_id=run.pk, step=i, status=Task.DONE)
+            .order_by("seq")
+            .values("id", "key", "seq", "context", "parsed", "raw_output", "variant")
+        ]
+        try:
+            made = gather(step, i, outputs)
+            error = ""
+        except Exception as exc:  # a Python callback's bug must not kill the driver
+            made, error = (
+                [],
+                f"step {i + 1} ('{step.name}'): the {step.callback.type} callback failed: {exc}",
+            )
+            log.warning("waiting callback failed in run %s: %s", run.pk, error)
+        now = timezone.now()
+        with transaction.atomic():
+            if i == last:
+                Record.objects.bulk_create(
+                    [
+                        Record(
+                            run_id=run.pk,
+                            task_id=outputs[-1].task_id if outputs else None,
+                            key=c.key,
+                            seq=c.seq,
+                            data=c.context,
+                            created=now,
+                        )
+                        for c in made
+                    ],
+                    ignore_conflicts=True,
+                )
+            else:
+                Task.objects.bulk_create(
+                    [
+                        Task(
+                            run_id=run.pk,
+                            step=i + 1,
+                            key=c.key,
+                            seq=c.seq,
+                            context=c.context,
+                            parent_id=c.parent_id,
+                            created=now,
+                        )
+                        for c in made
+                    ],
+                    batch_size=500,
+                    ignore_conflicts=True,
+                )
+            run_row = Run.objects.select_for_update().get(pk=run.pk)
+            if i not in run_row.aggregated:
+                run_row.aggregated = sorted(set(run_row.aggregated) | {i})
+                fields = ["aggregated"]
+                if error:
+                    run_row.error = (run_row.error + "\n" + error).strip()
+                    fields.append("error")
+                run_row.save(update_fields=fields)
+        if made and i != last:
+            return False  # new tasks to run
+    updated = Run.objects.filter(pk=run.pk, status=Run.RUNNING).update(
+        status=Run.COMPLETED, finished=timezone.now()
+    )
+    run.refresh_from_db()
+    if updated:
+        progress.announce(run)
+        log.info("run %s completed", run.pk)
+    return run.status != Run.RUNNING

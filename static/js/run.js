@@ -1,0 +1,204 @@
+// The run page, live: a websocket to /ws/runs/<code>/ that sends the run's whole
+// state on connect and after each change. Everything from the server is written
+// with textContent (LLM output is never parsed as HTML). Updates are coalesced:
+// the latest state is rendered once per animation frame. The socket reconnects by
+// itself with backoff and asks for the current state when it is back.
+(function () {
+  "use strict";
+
+  const root = document.getElementById("run-live");
+  if (!root) return;
+
+  let state = null;
+  let receivedAt = Date.now();
+  let pending = null;
+  let frame = 0;
+  let socket = null;
+  let retryDelay = 500;
+  let everConnected = false;
+
+  function seconds(total) {
+    if (total === null || total === undefined || isNaN(total)) return "-";
+    total = Math.max(0, Math.round(total));
+    const h = Math.floor(total / 3600);
+    const m = Math.floor((total % 3600) / 60);
+    const s = total % 60;
+    if (h) return h + "h " + String(m).padStart(2, "0") + "m";
+    if (m) return m + "m " + String(s).padStart(2, "0") + "s";
+    return s + "s";
+  }
+
+  function bind(name, text) {
+    root.querySelectorAll('[data-bind="' + name + '"]').forEach(function (el) {
+      el.textContent = text;
+    });
+  }
+
+  function show(name, visible) {
+    root.querySelectorAll('[data-show="' + name + '"]').forEach(function (el) {
+      el.hidden = !visible;
+    });
+  }
+
+  function money(value) {
+    return "$" + Number(value).toFixed(4);
+  }
+
+  function ticking() {
+    // elapsed and time left move between messages while the run is active
+    if (!state) return;
+    const since = state.active ? (Date.now() - receivedAt) / 1000 : 0;
+    bind("elapsed", seconds(state.elapsed_seconds + since));
+    if (state.eta_seconds === null || state.eta_seconds === undefined) {
+      bind("eta", state.active ? "estimating…" : "-");
+    } else {
+      bind("eta", "about " + seconds(Math.max(0, state.eta_seconds - since)));
+    }
+  }
+
+  function renderSteps(steps, hasCost) {
+    steps.forEach(function (st) {
+      const row = root.querySelector('tr[data-step="' + st.index + '"]');
+      if (!row) return;
+      const cell = function (col, text) {
+        const el = row.querySelector('[data-col="' + col + '"]');
+        if (el) el.textContent = text;
+      };
+      ["pending", "running", "done", "failed"].forEach(function (k) {
+        cell(k, String(st.counts[k] || 0));
+      });
+      cell("calls_per_second", String(st.calls_per_second));
+      cell("tokens", st.tokens_in + " / " + st.tokens_out);
+      cell("ratio", st.finished + " / " + st.expected);
+      if (hasCost && st.cost !== undefined) cell("cost", money(st.cost));
+      const bar = row.querySelector('[data-col="progress"]');
+      if (bar) {
+        bar.max = Math.max(1, st.expected);
+        bar.value = st.finished;
+      }
+    });
+  }
+
+  function renderFailures(failures) {
+    const list = document.getElementById("failures");
+    if (!list) return;
+    const base = root.getAttribute("data-tasks-url") || "";
+    const items = failures.map(function (f) {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = base + "?" + new URLSearchParams({ status: "failed", reason: f.reason }).toString();
+      const n = document.createElement("strong");
+      n.textContent = String(f.n);
+      const reason = document.createElement("span");
+      reason.className = "reason";
+      reason.textContent = f.reason + (f.cut ? "…" : "");
+      a.append(n, " \u00d7 ", reason);
+      li.append(a);
+      return li;
+    });
+    list.replaceChildren.apply(list, items);
+    const none = document.getElementById("no-failures");
+    if (none) none.hidden = failures.length > 0;
+  }
+
+  function render() {
+    frame = 0;
+    if (!pending) return;
+    state = pending;
+    pending = null;
+    receivedAt = Date.now();
+    const s = state;
+    const hasCost = s.cost !== undefined && s.cost !== null;
+    bind("status", s.status);
+    root.querySelectorAll('[data-bind="status"]').forEach(function (el) {
+      el.className = "badge status-" + s.status;
+    });
+    [
+      "finished_tasks",
+      "expected_tasks",
+      "calls_per_second",
+      "retrying",
+      "tokens_in",
+      "tokens_out",
+      "records",
+      "reviewed",
+      "failed",
+    ].forEach(function (k) {
+      if (s[k] !== undefined && s[k] !== null) bind(k, String(s[k]));
+    });
+    bind("percent", (Math.round(s.progress * 1000) / 10).toString() + "%");
+    if (hasCost) bind("cost", money(s.cost));
+    show("cost", hasCost);
+    show("active", s.active);
+    show("resumable", !s.active && s.status !== "completed");
+    show("failed", s.failed > 0);
+    const bar = document.getElementById("run-progress");
+    if (bar) {
+      bar.max = Math.max(1, s.expected_tasks);
+      bar.value = s.finished_tasks;
+    }
+    root.querySelectorAll('[data-bind="error"]').forEach(function (el) {
+      el.textContent = s.error || "";
+      el.hidden = !s.error;
+    });
+    if (s.steps) renderSteps(s.steps, hasCost);
+    if (s.failures) renderFailures(s.failures);
+    ticking();
+    root.setAttribute("data-status", s.status);
+  }
+
+  function receive(next) {
+    pending = next;
+    if (!frame) frame = window.requestAnimationFrame(render);
+  }
+
+  function setConn(text, kind) {
+    const el = document.getElementById("conn");
+    if (!el) return;
+    el.textContent = text;
+    el.setAttribute("data-conn", kind);
+  }
+
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + window.location.host + root.getAttribute("data-ws-path"));
+    socket.addEventListener("open", function () {
+      setConn("live", "open");
+      retryDelay = 500;
+      if (everConnected) socket.send(JSON.stringify({ type: "state" }));
+      everConnected = true;
+    });
+    socket.addEventListener("message", function (event) {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (e) {
+        return;
+      }
+      if (message && message.type === "state" && message.state) receive(message.state);
+    });
+    socket.addEventListener("close", function (event) {
+      socket = null;
+      if (event.code === 4401 || event.code === 4404) {
+        setConn("not allowed: log in again", "closed");
+        return;
+      }
+      setConn("reconnecting…", "retry");
+      const delay = retryDelay;
+      retryDelay = Math.min(retryDelay * 2, 15000);
+      window.setTimeout(connect, delay + Math.random() * 250);
+    });
+  }
+
+  const initial = document.getElementById("run-state");
+  if (initial) {
+    try {
+      state = JSON.parse(initial.textContent);
+    } catch (e) {
+      state = null;
+    }
+  }
+  ticking();
+  window.setInterval(ticking, 1000);
+  connect();
+})();

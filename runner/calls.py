@@ -73,16 +73,19 @@ def cache_key(job, parse_try):
 
 
 def completion_to_json(c):
-    return json.dumps(
-        [c.text, c.model, c.tokens_in, c.tokens_out, c.latency_ms, getattr(c, "requested", "")]
-    )
+    return json.dumps([c.text, c.model, c.tokens_in, c.tokens_out, c.latency_ms, c.requested])
 
 
 def completion_from_json(raw):
     text, model, tin, tout, ms, *rest = json.loads(raw)
-    c = Completion(text=text, model=model, tokens_in=tin, tokens_out=tout, latency_ms=ms)
-    c.requested = rest[0] if rest else ""
-    return c
+    return Completion(
+        text=text,
+        model=model,
+        tokens_in=tin,
+        tokens_out=tout,
+        latency_ms=ms,
+        requested=rest[0] if rest else "",
+    )
 
 
 class PoolHealth:
@@ -118,8 +121,13 @@ class Slot:
         self.tokens = tokens
 
     async def __aenter__(self):
-        self.health.check()
-        await self.gate.acquire(self.tokens, settings.RUNNER_PROVIDER_DOWN_SECONDS)
+        if self.health.failing_since is not None:
+            self.health.check()
+        gate = self.gate
+        if gate.limited:
+            await gate.acquire(self.tokens, settings.RUNNER_PROVIDER_DOWN_SECONDS)
+        else:
+            gate.started += 1  # the hot path: no limit, nothing to wait for
         await self.semaphore.acquire()
 
     async def __aexit__(self, *exc):
@@ -150,6 +158,11 @@ class CallRunner:
             self.health[pool] = PoolHealth()
             self.dead_models[pool] = set()
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL)
+        # read once: settings' lazy object costs a few microseconds per attribute
+        self.max_retries = settings.RUNNER_MAX_TRANSIENT_RETRIES
+        self.backoff_base = settings.RUNNER_BACKOFF_BASE
+        self.backoff_max = settings.RUNNER_BACKOFF_MAX
+        self.parse_tries = 1 + settings.RUNNER_PARSE_RETRIES
 
     def grow(self, pool, n):
         sem = self.semaphores[pool]
@@ -201,8 +214,11 @@ class CallRunner:
         """The call, on the step's model and then, while they keep failing, its fallbacks."""
         pool = job.pool
         gate, health, dead = self.gates[pool], self.health[pool], self.dead_models[pool]
-        models = [job.request.model, *job.fallbacks]
-        live = [m for m in models if m not in dead] or models[-1:]
+        if job.fallbacks:
+            models = [job.request.model, *job.fallbacks]
+            live = [m for m in models if m not in dead] or models[-1:]
+        else:
+            live = (job.request.model,)
         waiting = [False]
 
         def track(info):
@@ -233,9 +249,9 @@ class CallRunner:
                     completion = await complete_with_retries(
                         self.providers[pool],
                         request,
-                        max_retries=settings.RUNNER_MAX_TRANSIENT_RETRIES,
-                        backoff_base=settings.RUNNER_BACKOFF_BASE,
-                        backoff_max=settings.RUNNER_BACKOFF_MAX,
+                        max_retries=self.max_retries,
+                        backoff_base=self.backoff_base,
+                        backoff_max=self.backoff_max,
                         semaphore=slot,
                         on_attempt=track,
                     )
@@ -297,7 +313,7 @@ class CallRunner:
         prices = self.endpoints[job.pool].prices
         if not prices:
             return 0.0
-        model = getattr(completion, "requested", "") or completion.model
+        model = completion.requested or completion.model
         price = costs.price_for(prices, model) or costs.price_for(prices, completion.model)
         if price is None:
             return 0.0
@@ -307,8 +323,7 @@ class CallRunner:
         attempts = []
         last_text, reason, completion = "", "", None
         spent = 0.0
-        tries = 1 + settings.RUNNER_PARSE_RETRIES
-        for parse_try in range(tries):
+        for parse_try in range(self.parse_tries):
             try:
                 completion, cached = await self._call(job, parse_try, attempts)
             except ProviderError as exc:

@@ -134,6 +134,8 @@ class Estimate:
         )
         if self.unpriced and not any(s.cost for s in self.steps):
             text += "; no price is set for " + ", ".join(self.unpriced)
+        elif not self.unpriced and not self.cost:
+            text += ", free"
         else:
             text += f", about {fmt_dollars(self.cost)}"
             if self.unpriced:

@@ -62,7 +62,7 @@ class Driver:
             "report": 0.0,
         }
         self.reported = {}  # pool -> (calls started, 429s) already told to Redis
-        self.paid = [0.0, 0]  # cost and count of the calls this driver saw priced
+        self.paid = [0.0, 0]  # cost and count of the calls this driver made
 
     # setup
 
@@ -107,8 +107,7 @@ class Driver:
         )
         log.info("driver %s starts run %s", self.id, self.run_id)
         try:
-            if costs.over_budget(self.run):
-                self._pause()
+            if costs.over_budget(self.run) and self._pause():
                 return
             self._loop()
         finally:
@@ -161,17 +160,27 @@ class Driver:
         cost, count = self.paid
         if not count:  # a few calls first, to see what one costs
             return 0 if self.inflight else min(n, 8)
+        if not cost:
+            return n
         room = int(left / (cost / count)) - len(self.inflight)
         return max(0, min(n, room)) if self.inflight else max(1, min(n, room))
 
     def _pause(self):
-        """The budget is spent: save the calls in flight, then pause with the reason."""
-        Run.objects.filter(pk=self.run_id, status=Run.RUNNING).update(status=Run.PAUSED)
+        """The budget is spent: save the calls in flight, then pause with the reason.
+
+        Returns False (and goes on) when the budget was raised meanwhile."""
         self._stop_inflight(wait=min(30, settings.RUNNER_LEASE_SECONDS / 2))
+        self.stopping_now = False
         self.run.refresh_from_db()
+        self.budget = costs.budget_micro(self.run.budget)
+        if self.run.status == Run.RUNNING and not costs.over_budget(self.run):
+            return False
         message = costs.paused_message(self.run.spent, self.run.budget)
-        Run.objects.filter(pk=self.run_id, status=Run.PAUSED).update(error=message)
+        Run.objects.filter(pk=self.run_id, status=Run.RUNNING).update(
+            status=Run.PAUSED, error=message
+        )
         log.info("run %s paused: %s", self.run_id, message)
+        return True
 
     def _loop(self):
         idle_since = None
@@ -195,8 +204,7 @@ class Driver:
                 )
                 self.run.spent, self.run.budget = spent, budget
                 self.budget = costs.budget_micro(budget)
-                if status == Run.RUNNING and costs.over_budget(self.run):
-                    self._pause()
+                if status == Run.RUNNING and costs.over_budget(self.run) and self._pause():
                     return
                 if status != Run.RUNNING or stopping.is_set():
                     self._stop_inflight()
@@ -212,8 +220,7 @@ class Driver:
                 n = self._budget_room(min(free, settings.RUNNER_CLAIM_BATCH))
                 claimed = self._claim(n) if n else 0
             self._collect(block=bool(self.inflight) and not claimed)
-            if self.budget is not None and costs.over_budget(self.run):
-                self._pause()
+            if self.budget is not None and costs.over_budget(self.run) and self._pause():
                 return
             if now - self.last["renew"] > settings.RUNNER_LEASE_SECONDS / 3:
                 self._renew()
@@ -414,7 +421,7 @@ class Driver:
             results.append(res)
         for res in results:
             self.inflight.pop(res.task_id, None)
-            if res.cost:
+            if not res.cached:
                 self.paid[0] += res.cost
                 self.paid[1] += 1
         if results:

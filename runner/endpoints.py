@@ -32,15 +32,44 @@ def _fallbacks(step, model):
     return tuple(dict.fromkeys(m.strip() for m in step.model.fallbacks if m.strip() and m != model))
 
 
+def builtin_default():
+    """True when the default provider is the built-in local model."""
+    return bool(settings.DEFAULT_LLM_BASE_URL) and (
+        settings.DEFAULT_LLM_MODEL == settings.LOCAL_MODEL_NAME
+    )
+
+
+def default_provider():
+    """The provider every user has without adding one, for pages to show; None when unset.
+
+    {"name", "base_url", "model", "builtin", "free"}: under `make run` this is the
+    built-in SmolLM2-135M model, ready with no key."""
+    if not settings.DEFAULT_LLM_BASE_URL:
+        return None
+    builtin = builtin_default()
+    model = settings.DEFAULT_LLM_MODEL
+    prices = settings.DEFAULT_LLM_PRICES or {}
+    return {
+        "name": "Built-in model (SmolLM2-135M, runs on this machine)" if builtin else "Default",
+        "base_url": settings.DEFAULT_LLM_BASE_URL,
+        "model": model,
+        "builtin": builtin,
+        "free": builtin or prices.get("*") == [0, 0],
+    }
+
+
 def default_endpoint(model, concurrency=None):
     """The endpoint of DEFAULT_LLM_BASE_URL (the built-in local model under `make run`)."""
     url = settings.DEFAULT_LLM_BASE_URL
+    limit = settings.DEFAULT_LLM_CONCURRENCY
+    if concurrency and not builtin_default():  # the built-in model answers one call at a time
+        limit = concurrency
     return Endpoint(
         "openai",
         url,
         settings.DEFAULT_LLM_API_KEY,
         model or settings.DEFAULT_LLM_MODEL,
-        concurrency or settings.DEFAULT_LLM_CONCURRENCY,
+        limit,
         f"{url}|default",
         rate_key=f"{url}|default",
         prices=dict(settings.DEFAULT_LLM_PRICES),

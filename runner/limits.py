@@ -20,6 +20,7 @@ same way, until it has gone `RUNNER_RATE_FORGET_SECONDS` at full speed without o
 
 import asyncio
 import collections
+import math
 
 import redis
 from django.conf import settings
@@ -174,8 +175,8 @@ def rate_grant(
         args=[
             int(rpm or 0),
             int(tpm or 0),
-            int(want_requests),
-            int(want_tokens),
+            math.ceil(want_requests),
+            math.ceil(want_tokens),
             int(n429),
             float(retry_after or 0),
             int(started),
@@ -232,15 +233,13 @@ class RateGate:
 
     def need(self):
         """(requests, tokens) the waiting calls need beyond what is held."""
-        return (
-            max(0, self.need_requests - int(self.requests)),
-            max(0.0, self.need_tokens - self.tokens) if self.limit_tokens else 0.0,
-        )
+        tokens = self.need_tokens - self.tokens if self.limit_tokens else 0.0
+        return max(0, self.need_requests - int(self.requests)), max(0.0, tokens)
 
     def _take(self, tokens):
         if self.limit_requests and self.requests < 1:
             return False
-        if self.limit_tokens and self.tokens < tokens:
+        if self.limit_tokens and self.tokens < tokens - 1e-6:
             return False
         if self.limit_requests:
             self.requests -= 1

@@ -226,35 +226,36 @@ def install_local_model(requirements: Path = LOCAL_REQUIREMENTS) -> int:
     started = time.monotonic()
     tail: list[bytes] = []
     tty = sys.stdout.isatty()
-    shown, last_note = -10, started
+    current, shown, last_note = None, -100, started
+
+    def show(text, same_line=False):
+        if tty and same_line:
+            with _OUTPUT_LOCK:
+                sys.stdout.write("\r" + text.ljust(79))
+                sys.stdout.flush()
+        else:
+            say(("\n" if tty and shown >= 0 else "") + text)
+
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     for line in iter(proc.stdout.readline, b""):
         tail = (tail + [line])[-40:]
-        percent = None
         m = _PERCENT_RE.search(line)
         if m:
-            percent = int(m.group(1))
+            current = int(m.group(1))
         else:
             m = _NINJA_RE.match(line)
             if m and int(m.group(2)):
-                percent = 100 * int(m.group(1)) // int(m.group(2))
+                current = 100 * int(m.group(1)) // int(m.group(2))
         now = time.monotonic()
         elapsed = f"{int(now - started) // 60}m{int(now - started) % 60:02d}s"
-        if percent is not None and (percent >= shown + (1 if tty else 10) or percent == 100):
-            shown = percent
-            text = f"local model: compiling llama.cpp {percent:3d}%  ({elapsed})"
-            if tty:
-                with _OUTPUT_LOCK:
-                    sys.stdout.write("\r" + text)
-                    sys.stdout.flush()
-            else:
-                say(text)
+        if current is not None and (current >= shown + (1 if tty else 10) or now - last_note > 20):
+            show(f"local model: compiling llama.cpp {current:3d}%  ({elapsed})", same_line=True)
+            shown, last_note = current, now
+        elif current is None and now - last_note > 20:
+            step = line.decode("utf-8", "replace").strip()[:60]
+            show(f"local model: working ({elapsed}): {step}")
             last_note = now
-        elif now - last_note > 20:
-            last_note = now
-            step = line.decode("utf-8", "replace").strip()[:70]
-            say(("\n" if tty and shown >= 0 else "") + f"local model: working ({elapsed}): {step}")
     rc = proc.wait()
     if tty and shown >= 0:
         say("")

@@ -28,6 +28,7 @@ class Completion:
     tokens_out: int = 0
     latency_ms: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    requested: str = ""  # the model asked for (set by the engine; `model` is what answered)
 
 
 class ProviderError(Exception):

@@ -3,7 +3,7 @@
 import pytest
 
 from runner import engine, library
-from runner.models import Record, Run, Task
+from runner.models import Provider, Record, Run, Task
 from runner.spec import ModelRef
 
 from .helpers import provider_for, wait_for
@@ -73,3 +73,31 @@ def test_with_every_model_failing_the_task_fails_with_the_last_reason(owner, wor
     task = Task.objects.get(run=run)
     assert task.status == "failed"
     assert task.error.startswith("404 Not Found") and "gone-2" in task.error
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+def test_fallback_on_each_provider_kind(owner, worker, kind):
+    from tests.fakes.anthropic_server import FakeAnthropic
+    from tests.fakes.gemini_server import FakeGemini
+
+    fake_cls = FakeAnthropic if kind == "anthropic" else FakeGemini
+    with fake_cls(api_key="key-1234", models=["backup-model"]) as fake:
+        provider = Provider(owner=owner, name=kind, kind=kind, base_url=fake.url)
+        provider.set_api_key("key-1234")
+        provider.prices = {"backup-model": [1.0, 1.0]}
+        provider.save()
+        run = engine.launch_run(
+            owner,
+            _spec("retired-model", ["backup-model"]),
+            [{"topic": "Glaciers"}],
+            providers={"*": provider.pk},
+        )
+        wait_for(run)
+    assert run.status == Run.COMPLETED
+    tasks = Task.objects.filter(run=run)
+    assert tasks.count() == 11 and {t.status for t in tasks} == {"done"}
+    assert {t.model for t in tasks} == {"backup-model"}
+    assert all(t.tokens_in > 0 and t.tokens_out > 0 for t in tasks)  # the provider's own usage
+    assert all(t.cost == t.tokens_in + t.tokens_out for t in tasks)
+    assert len(tasks.get(step=0).parsed) == 5  # the JSON list came back as a list
+    assert Record.objects.filter(run=run).count() == 5

@@ -70,7 +70,8 @@ def pipeline_from_template(owner, template):
 def save_provider(owner, data, provider=None):
     """Create or update a provider from a ProviderForm's cleaned data.
 
-    An empty key keeps the saved one; a new key is stored encrypted.
+    An empty key keeps the saved one; a new key is stored encrypted. Prices are
+    {model: [input, output]} dollars per million tokens (see runner/costs.py).
     """
     if provider is None:
         provider = Provider(owner=owner)
@@ -82,6 +83,8 @@ def save_provider(owner, data, provider=None):
     provider.concurrency = data["concurrency"]
     provider.rpm = data.get("rpm")
     provider.tpm = data.get("tpm")
+    if "prices" in data:  # {model: [input, output]}; {} clears them
+        provider.prices = data["prices"]
     if data.get("api_key"):
         provider.set_api_key(data["api_key"])
     provider.save()

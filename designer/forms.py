@@ -4,6 +4,7 @@ Every error says what is wrong and what to do, in words a non-programmer reads.
 """
 
 import urllib.parse
+from decimal import Decimal, InvalidOperation
 
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
@@ -14,6 +15,7 @@ from runner.spec import PipelineSpec, SpecError
 
 IMPORT_MAX_BYTES = 1024 * 1024
 MAX_MODELS = 100
+MAX_PRICE = 1_000_000  # dollars per million tokens; anything above is a typo
 
 
 class SetupForm(UserCreationForm):
@@ -105,6 +107,88 @@ def _per_minute(label, what):
     )
 
 
+PRICE_EXAMPLE = "write it as `model: input / output`, e.g. `gpt-4o-mini: 0.15 / 0.60`"
+
+
+def format_price(value):
+    """A price as people write it: 0.15, 0.6, 2, 1.25 (no float noise, no exponent)."""
+    try:
+        number = Decimal(repr(float(value))).normalize()
+    except (TypeError, ValueError, InvalidOperation):
+        return str(value)
+    return format(number, "f")
+
+
+def price_rows(prices):
+    """[(model, input, output)] as text, "*" last; entries that are not a pair are skipped."""
+    if not isinstance(prices, dict):
+        return []
+    rows = []
+    for model in sorted(prices, key=lambda m: (m == "*", m.lower())):
+        pair = prices[model]
+        if isinstance(pair, (list, tuple)) and len(pair) == 2:
+            rows.append((model, format_price(pair[0]), format_price(pair[1])))
+    return rows
+
+
+def prices_text(prices):
+    """The textarea's text for stored prices: one `model: input / output` a line."""
+    return "\n".join(f"{m}: {i} / {o}" for m, i, o in price_rows(prices))
+
+
+def _parse_price(text):
+    text = text.strip().removeprefix("$").strip()
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def parse_prices(text):
+    """{model: [input, output]} from the textarea, or ValidationError naming each bad line.
+
+    A model name may contain colons (Ollama's "llama3:8b"), so the prices are what
+    follows the last one. Empty lines and lines starting with # are skipped.
+    """
+    prices, where, errors = {}, {}, []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        model, colon, rest = line.rpartition(":")
+        model = model.strip()
+        parts = rest.split("/")
+        if not colon or not model or len(parts) != 2:
+            errors.append(f"line {number}: {PRICE_EXAMPLE}.")
+            continue
+        pin, pout = (_parse_price(p) for p in parts)
+        if pin is None or pout is None:
+            errors.append(f"line {number}: the prices must be numbers; {PRICE_EXAMPLE}.")
+        elif pin < 0 or pout < 0:
+            errors.append(f"line {number}: a price cannot be negative; write 0 for a free model.")
+        elif pin > MAX_PRICE or pout > MAX_PRICE:
+            errors.append(
+                f"line {number}: prices are dollars per million tokens; "
+                f"enter at most {MAX_PRICE:,}."
+            )
+        elif len(model) > 200:
+            errors.append(f"line {number}: a model name can be at most 200 characters long.")
+        elif model in where:
+            errors.append(
+                f"line {number}: “{model}” is already priced on line {where[model]}; "
+                "keep one of the two lines."
+            )
+        else:
+            where[model] = number
+            prices[model] = [float(pin), float(pout)]
+    if not errors and len(prices) > MAX_MODELS:
+        errors.append(f"Price at most {MAX_MODELS} models.")
+    if errors:
+        raise forms.ValidationError(errors)
+    return prices
+
+
 class ProviderForm(forms.Form):
     """An LLM endpoint (OpenAI-compatible by default). An empty key field keeps the saved key."""
 
@@ -159,6 +243,21 @@ class ProviderForm(forms.Form):
     )
     rpm = _per_minute("Requests per minute", "requests")
     tpm = _per_minute("Tokens per minute", "tokens")
+    prices = forms.CharField(
+        label="Prices (dollars per million tokens)",
+        required=False,
+        max_length=20_000,
+        strip=False,  # keep leading empty lines so error line numbers match the box
+        widget=forms.Textarea(
+            attrs={"rows": 4, "placeholder": "gpt-4o-mini: 0.15 / 0.60\n*: 1 / 2"}
+        ),
+        help_text=(
+            "One model a line: `model-name: input / output`, for example "
+            "`gpt-4o-mini: 0.15 / 0.60`. A name also prices the models that start with it; "
+            "`*: 1 / 2` prices every other model. Leave empty for no prices."
+        ),
+        error_messages={"max_length": "Keep the prices under 20,000 characters."},
+    )
 
     def __init__(self, *args, owner, instance=None, **kwargs):
         self.owner = owner
@@ -173,6 +272,7 @@ class ProviderForm(forms.Form):
                 "concurrency": instance.concurrency,
                 "rpm": instance.rpm,
                 "tpm": instance.tpm,
+                "prices": prices_text(instance.prices),
             }
         super().__init__(*args, **kwargs)
         if instance is not None and instance.api_key_last4:
@@ -230,3 +330,6 @@ class ProviderForm(forms.Form):
         if any(len(n) > 200 for n in names):
             raise forms.ValidationError("A model name can be at most 200 characters long.")
         return names
+
+    def clean_prices(self):
+        return parse_prices(self.cleaned_data["prices"])

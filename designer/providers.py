@@ -2,6 +2,8 @@
 
 A key is stored encrypted and never sent back to the browser: pages show only "…"
 and its last four characters, and an empty key field keeps the saved key.
+Prices are typed one model a line (`gpt-4o-mini: 0.15 / 0.60`) and stored as
+Provider.prices, {model: [input, output]} dollars per million tokens.
 """
 
 from django.contrib import messages
@@ -15,13 +17,15 @@ from runner.models import Provider
 
 from . import actions
 from .access import provider_for
-from .forms import ProviderForm
+from .forms import ProviderForm, price_rows
 from .views import go, is_htmx
 
 
 @login_required
 def provider_list(request):
-    providers = Provider.objects.filter(owner=request.user).order_by("name")
+    providers = list(Provider.objects.filter(owner=request.user).order_by("name"))
+    for provider in providers:
+        provider.price_rows = price_rows(provider.prices)
     return render(request, "designer/providers.html", {"providers": providers})
 
 

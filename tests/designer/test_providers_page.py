@@ -189,3 +189,84 @@ def test_delete_asks_first(logged_in, owner):
     response = logged_in.post(f"/providers/{provider.code}/delete/")
     assert response["Location"] == "/providers/"
     assert not Provider.objects.filter(pk=provider.pk).exists()
+
+
+PRICES = """gpt-4o-mini: 0.15 / 0.60
+
+llama3:8b: 0 / 0
+gpt-4o: $2.50 / $10
+*: 1 / 2"""
+
+
+def test_prices_are_saved_shown_in_the_list_and_filled_back_in(logged_in, owner):
+    response = logged_in.post("/providers/new/", form(prices=PRICES))
+    assert response.status_code == 302
+    provider = Provider.objects.get(owner=owner)
+    assert provider.prices == {
+        "gpt-4o-mini": [0.15, 0.6],
+        "llama3:8b": [0.0, 0.0],  # a colon in the name: the prices follow the last one
+        "gpt-4o": [2.5, 10.0],
+        "*": [1.0, 2.0],
+    }
+    assert provider.price("gpt-4o-mini-2024-07-18") == (0.15, 0.6)
+    assert provider.price("anything") == (1.0, 2.0)
+
+    listing = logged_in.get("/providers/").content.decode()
+    assert "<code>gpt-4o-mini</code>: $0.15 / $0.6" in listing
+    assert "any other model: $1 / $2" in listing
+
+    page = logged_in.get(f"/providers/{provider.code}/").content.decode()
+    assert "Prices (dollars per million tokens)" in page
+    assert "gpt-4o: 2.5 / 10\ngpt-4o-mini: 0.15 / 0.6\nllama3:8b: 0 / 0\n*: 1 / 2" in page
+
+    # saving the edit form as shown keeps the same prices; emptying it removes them
+    logged_in.post(
+        f"/providers/{provider.code}/",
+        form(
+            api_key="",
+            prices="gpt-4o: 2.5 / 10\ngpt-4o-mini: 0.15 / 0.6\nllama3:8b: 0 / 0\n*: 1 / 2",
+        ),
+    )
+    provider.refresh_from_db()
+    assert provider.prices["gpt-4o-mini"] == [0.15, 0.6] and len(provider.prices) == 4
+    logged_in.post(f"/providers/{provider.code}/", form(api_key="", prices="  \n"))
+    provider.refresh_from_db()
+    assert provider.prices == {}
+    assert "no prices" in logged_in.get("/providers/").content.decode()
+
+
+@pytest.mark.parametrize(
+    "prices, message",
+    [
+        (
+            "gpt-4o-mini: 0.15 / 0.60\ngpt-4o 2.50 10",
+            "line 2: write it as `model: input / output`, e.g. `gpt-4o-mini: 0.15 / 0.60`",
+        ),
+        ("gpt-4o-mini: 0.15", "line 1: write it as `model: input / output`"),
+        (": 1 / 2", "line 1: write it as `model: input / output`"),
+        ("gpt-4o-mini: cheap / 0.60", "line 1: the prices must be numbers"),
+        ("gpt-4o-mini: nan / 0.60", "line 1: the prices must be numbers"),
+        ("\n\ngpt-4o-mini: 0.15 / -0.60", "line 3: a price cannot be negative"),
+        ("a: 1 / 2\na: 3 / 4", "line 2: “a” is already priced on line 1"),
+    ],
+)
+def test_a_bad_price_line_is_refused_beside_the_field(logged_in, prices, message):
+    response = logged_in.post("/providers/new/", form(prices=prices), HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert message in page
+    assert 'id="provider-form"' in page
+    assert not Provider.objects.exists()
+
+
+def test_a_bad_price_line_leaves_the_saved_prices_alone(logged_in, owner):
+    provider = make_provider(owner)
+    provider.prices = {"small": [0.1, 0.2]}
+    provider.save()
+    response = logged_in.post(
+        f"/providers/{provider.code}/", form(api_key="", name="renamed", prices="small: 1 / -2")
+    )
+    assert response.status_code == 200
+    assert "line 1: a price cannot be negative" in response.content.decode()
+    provider.refresh_from_db()
+    assert provider.name == "local" and provider.prices == {"small": [0.1, 0.2]}

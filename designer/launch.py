@@ -3,7 +3,9 @@
 The page launches the pipeline's latest saved version. Its inputs come from a form
 built from the first step's variables, or from an uploaded file whose columns the
 person maps to those variables (a preview shows the first rows). Before launching,
-the page shows how many calls the run will make, step by step; launching calls
+the page shows how many calls the run will make, step by step, and what they cost
+with the chosen provider's prices (`runner.costs.estimate`); an optional budget in
+dollars pauses the run when its calls have cost that much. Launching calls
 `runner.engine.launch_run` and opens the run's page.
 """
 
@@ -12,15 +14,18 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django import forms
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 from pydantic import ValidationError
 
+from runner import costs
 from runner.engine import LaunchError, launch_run
 from runner.models import Provider
 from runner.spec import PipelineSpec, SpecError
@@ -33,6 +38,7 @@ MAX_ROWS = 100_000
 PREVIEW_ROWS = 5
 DEFAULT_ITEMS = 5  # items assumed per list when the prompt names no number
 MAX_ROW_PROBLEMS = 5
+MIN_BUDGET = Decimal("0.01")
 
 
 class UploadError(ValueError):
@@ -309,6 +315,32 @@ def estimate(spec, inputs):
     return est
 
 
+@dataclass
+class CostEstimate:
+    known: bool
+    text: str
+
+
+def cost_estimate(spec, inputs, owner, provider):
+    """What the run would cost with `provider`'s prices, in words; None without a provider."""
+    if provider is None or spec is None or not spec.steps:
+        return None
+    try:
+        est = costs.estimate(spec, inputs or [{}], owner=owner, providers={"*": provider.pk})
+    except (LaunchError, SpecError) as exc:
+        problems = getattr(exc, "problems", None) or [str(exc)]
+        return CostEstimate(False, "cost unknown: " + plain_problem(problems[0]))
+    calls = f"{est.calls:,} call{'s' if est.calls != 1 else ''}"
+    priced = any(s.cost is not None for s in est.steps)
+    models = ", ".join(est.unpriced)
+    if not priced:
+        return CostEstimate(False, f"cost unknown: the provider has no price for {models}")
+    text = f"about {costs.fmt_dollars(est.cost)} for {calls}"
+    if est.unpriced:
+        text += f", not counting {models}: the provider has no price for it"
+    return CostEstimate(est.complete, text)
+
+
 # -- the form --------------------------------------------------------------------------
 
 
@@ -335,11 +367,42 @@ class LaunchForm(forms.Form):
             "invalid_choice": "That provider no longer exists; choose another one.",
         },
     )
+    budget = forms.DecimalField(
+        label="Budget (dollars)",
+        required=False,
+        min_value=MIN_BUDGET,
+        max_digits=12,
+        decimal_places=4,
+        help_text="Optional. The run pauses when its calls have cost this much; "
+        "you can raise the budget then to let it go on.",
+        widget=forms.NumberInput(attrs={"step": "0.01", "min": "0.01", "inputmode": "decimal"}),
+        error_messages={
+            "invalid": "Give the budget as a number of dollars, like 5 or 12.50.",
+            "min_value": "The budget must be at least $0.01.",
+            "max_digits": "That budget is too large.",
+            "max_whole_digits": "That budget is too large.",
+            "max_decimal_places": "Give the budget in dollars and cents, like 12.50.",
+        },
+    )
 
-    def __init__(self, *args, user, variables, **kwargs):
+    def __init__(self, *args, user, variables, cost_url="", **kwargs):
         super().__init__(*args, **kwargs)
         self.variables = variables
-        self.fields["provider"].queryset = Provider.objects.filter(owner=user).order_by("name")
+        if cost_url:  # choosing a provider shows what the run would cost with its prices
+            self.fields["provider"].widget.attrs.update(
+                {
+                    "hx-post": cost_url,
+                    "hx-trigger": "change",
+                    "hx-target": "#cost-estimate",
+                    "hx-swap": "outerHTML",
+                }
+            )
+        providers = Provider.objects.filter(owner=user).order_by("name")
+        self.fields["provider"].queryset = providers
+        if not self.is_bound:
+            only = list(providers[:2])
+            if len(only) == 1:  # one provider: it is the choice, and the cost shows at once
+                self.initial.setdefault("provider", only[0].code)
         for var in variables:
             self.fields[f"input_{var}"] = forms.CharField(
                 label=var, required=False, strip=False, widget=forms.Textarea(attrs={"rows": 2})
@@ -350,6 +413,16 @@ class LaunchForm(forms.Form):
 
     def input_fields(self):
         return [self[f"input_{var}"] for var in self.variables]
+
+    def chosen_provider(self):
+        """The provider chosen so far (valid or not yet validated), or None."""
+        if self.is_bound:
+            if hasattr(self, "cleaned_data") and "provider" in self.cleaned_data:
+                return self.cleaned_data["provider"]
+            code = self.data.get("provider")
+        else:
+            code = self.initial.get("provider")
+        return _provider(self.fields["provider"].queryset, code)
 
     def clean(self):
         data = super().clean()
@@ -387,6 +460,13 @@ class LaunchForm(forms.Form):
 
 
 # -- views ------------------------------------------------------------------------------
+def _provider(queryset, code):
+    if not code:
+        return None
+    try:
+        return queryset.filter(code=code).first()
+    except (ValueError, ValidationError, DjangoValidationError):
+        return None
 
 
 def _saved(pipeline):
@@ -434,12 +514,31 @@ def _page(request, pipeline, version, spec, problems, form):
     }
     if form.table and form.inputs:
         context["estimate"] = estimate(spec, form.inputs)
+    context["cost"] = cost_estimate(spec, _cost_inputs(form), request.user, form.chosen_provider())
     template = "designer/launch_errors.html" if _htmx(request) else "designer/launch.html"
     return render(request, template, context)
 
 
 def _htmx(request):
     return request.headers.get("HX-Request") == "true"
+
+
+def _cost_inputs(form):
+    """The inputs a cost estimate counts: the form's, else one per file row, else one."""
+    if form.inputs:
+        return form.inputs
+    if form.table:
+        return [{}] * len(form.table.rows)
+    return [{}]
+
+
+def _form(request, pipeline, variables, bound=True):
+    cost_url = reverse("designer:launch-cost", args=[pipeline.code])
+    if not bound:
+        return LaunchForm(user=request.user, variables=variables, cost_url=cost_url)
+    return LaunchForm(
+        request.POST, request.FILES, user=request.user, variables=variables, cost_url=cost_url
+    )
 
 
 @login_required
@@ -449,9 +548,9 @@ def launch(request, code):
     version, spec, problems = _saved(pipeline)
     variables = spec.first_step_keys() if spec else []
     if request.method != "POST":
-        form = LaunchForm(user=request.user, variables=variables)
+        form = _form(request, pipeline, variables, bound=False)
         return _page(request, pipeline, version, spec, problems, form)
-    form = LaunchForm(request.POST, request.FILES, user=request.user, variables=variables)
+    form = _form(request, pipeline, variables)
     if problems or not form.is_valid():
         return _page(request, pipeline, version, spec, problems, form)
     try:
@@ -462,6 +561,7 @@ def launch(request, code):
             providers={"*": form.cleaned_data["provider"].pk},
             pipeline_code=pipeline.code,
             pipeline_version=version.number,
+            budget=form.cleaned_data.get("budget"),  # dollars, as launch_run takes it
         )
     except (SpecError, LaunchError) as exc:
         for problem in exc.problems:
@@ -496,13 +596,37 @@ def preview(request, code):
             mapping = default_mapping(table.columns, variables, chosen)
             context["preview"] = _preview(table, variables, mapping)
             if spec and spec.steps:
-                context["estimate"] = estimate(spec, [{}] * len(table.rows))
+                inputs = [{}] * len(table.rows)
                 if len(mapping) == len(variables):
-                    context["estimate"] = estimate(spec, map_rows(table, mapping)[0])
+                    inputs = map_rows(table, mapping)[0]
+                context["estimate"] = estimate(spec, inputs)
+                provider = _provider(
+                    Provider.objects.filter(owner=request.user), request.POST.get("provider")
+                )
+                context["cost"] = cost_estimate(spec, inputs, request.user, provider)
+                context["cost_oob"] = True  # the cost next to the provider follows the file
     return render(request, "designer/launch_preview.html", context)
+
+
+@require_POST
+@login_required
+def cost(request, code):
+    """What the run would cost with the chosen provider, for the inputs given so far."""
+    pipeline = pipeline_for(request.user, code)
+    version, spec, problems = _saved(pipeline)
+    variables = spec.first_step_keys() if spec else []
+    form = _form(request, pipeline, variables)
+    form.is_valid()  # fills the inputs; the problems show when launching
+    context = {
+        "cost": None
+        if problems
+        else cost_estimate(spec, _cost_inputs(form), request.user, form.chosen_provider())
+    }
+    return render(request, "designer/launch_cost.html", context)
 
 
 urlpatterns = [
     path("pipelines/<uuid:code>/launch/", launch, name="pipeline-launch"),
     path("pipelines/<uuid:code>/launch/preview/", preview, name="launch-preview"),
+    path("pipelines/<uuid:code>/launch/cost/", cost, name="launch-cost"),
 ]

@@ -1,4 +1,4 @@
-"""Run pages: the runs list, one run live, cancel/resume/retry, and the task inspector.
+"""Run pages: the runs list, one run live, cancel/resume/retry/budget, and the task inspector.
 
 Every view is owner-only through `run_for` (another user's run is a 404). Pages
 stay a few aggregate queries whatever the size of the run: the run page renders
@@ -7,6 +7,7 @@ are paged 50 rows at a time.
 """
 
 import json
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -20,7 +21,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from runner import engine, stats
+from runner import costs, engine, stats
 from runner.models import Run, Task
 
 from .access import run_for
@@ -143,10 +144,42 @@ def run_list(request):
 # -- one run, live --------------------------------------------------------------------
 
 
+MIN_BUDGET = Decimal("0.01")
+MAX_BUDGET = Decimal("99999999")
+
+
+def parse_budget(text):
+    """(dollars as a Decimal, None) or (None, the problem in plain words)."""
+    text = (text or "").strip().replace("$", "").replace(",", "")
+    if not text:
+        return None, "Give the new budget in dollars, like 5 or 12.50."
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        return None, f"“{text[:40]}” is not an amount of dollars; write it like 5 or 12.50."
+    if not amount.is_finite():
+        return None, "Give the new budget in dollars, like 5 or 12.50."
+    if amount < MIN_BUDGET:
+        return None, "The budget must be at least $0.01."
+    if amount > MAX_BUDGET:
+        return None, "That budget is too large."
+    if amount != amount.quantize(Decimal("0.0001")):
+        return None, "Give the budget in dollars and cents, like 12.50."
+    return amount, None
+
+
+def spend(run, state):
+    """What the run has spent in dollars: live from the state when it has a cost."""
+    if state.get("cost") is not None:
+        return state["cost"]
+    return run.spent_dollars
+
+
 @login_required
 def run_detail(request, code):
     run = run_for(request.user, code)
     state = stats.run_state(run)
+    spent = spend(run, state)
     return render(
         request,
         "runs/detail.html",
@@ -157,6 +190,9 @@ def run_detail(request, code):
             "percent": round(100 * state["progress"], 1),
             "elapsed": duration(run.started, run.finished) or "-",
             "ws_path": f"/ws/runs/{run.code}/",
+            "spent": costs.fmt_dollars(spent),
+            "budget": costs.fmt_dollars(run.budget) if run.budget is not None else "",
+            "paused": run.status == Run.PAUSED,
         },
     )
 
@@ -197,6 +233,31 @@ def run_retry_failed(request, code):
     else:
         engine.retry_failed(run)
         messages.success(request, f"Retrying {failed} failed task(s) with fresh calls.")
+    return redirect("designer:run-detail", code=run.code)
+
+
+@login_required
+@require_POST
+def run_budget(request, code):
+    """Set a new budget (dollars); a run paused on its budget goes on when the new one allows."""
+    run = run_for(request.user, code)
+    amount, problem = parse_budget(request.POST.get("budget"))
+    if problem:
+        messages.error(request, f"The budget was not changed: {problem}")
+        return redirect("designer:run-detail", code=run.code)
+    was_paused = run.status == Run.PAUSED
+    run = engine.set_budget(run, amount)
+    money = costs.fmt_dollars(amount)
+    if run.status == Run.PAUSED:
+        messages.error(
+            request,
+            f"The budget is now {money}, but the run has already spent "
+            f"{costs.fmt_dollars(run.spent_dollars)}: it stays paused. Raise it further to go on.",
+        )
+    elif was_paused:
+        messages.success(request, f"The budget is now {money}: the run goes on.")
+    else:
+        messages.success(request, f"The budget is now {money}.")
     return redirect("designer:run-detail", code=run.code)
 
 
@@ -306,6 +367,7 @@ urlpatterns = [
     path("runs/<uuid:code>/cancel/", run_cancel, name="run-cancel"),
     path("runs/<uuid:code>/resume/", run_resume, name="run-resume"),
     path("runs/<uuid:code>/retry-failed/", run_retry_failed, name="run-retry-failed"),
+    path("runs/<uuid:code>/budget/", run_budget, name="run-budget"),
     path("runs/<uuid:code>/tasks/", task_list, name="run-tasks"),
     path("runs/<uuid:code>/tasks/<int:task_id>/", task_detail, name="task-detail"),
 ]

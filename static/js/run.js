@@ -44,6 +44,16 @@
     return "$" + Number(value).toFixed(4);
   }
 
+  function dollars(value) {
+    // as runner.costs.fmt_dollars: cents, or 4 decimals under a cent
+    const amount = Number(value);
+    if (amount && Math.abs(amount) < 0.01) return "$" + amount.toFixed(4);
+    return (
+      "$" +
+      amount.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })
+    );
+  }
+
   function ticking() {
     // elapsed and time left move between messages while the run is active
     if (!state) return;
@@ -127,10 +137,17 @@
       if (s[k] !== undefined && s[k] !== null) bind(k, String(s[k]));
     });
     bind("percent", (Math.round(s.progress * 1000) / 10).toString() + "%");
-    if (hasCost) bind("cost", money(s.cost));
+    const paused = s.status === "paused";
+    if (hasCost) {
+      bind("cost", money(s.cost));
+      bind("spent", dollars(s.cost));
+    }
     show("cost", hasCost);
     show("active", s.active);
-    show("resumable", !s.active && s.status !== "completed");
+    show("resumable", !s.active && s.status !== "completed" && !paused);
+    // a run paused on its budget: its message and the raise-budget form
+    bind("paused_message", paused ? s.error || "Paused: raise the budget to continue." : "");
+    show("paused", paused);
     show("failed", s.failed > 0);
     const bar = document.getElementById("run-progress");
     if (bar) {
@@ -139,7 +156,7 @@
     }
     root.querySelectorAll('[data-bind="error"]').forEach(function (el) {
       el.textContent = s.error || "";
-      el.hidden = !s.error;
+      el.hidden = !s.error || paused;
     });
     if (s.steps) renderSteps(s.steps, hasCost);
     if (s.failures) renderFailures(s.failures);

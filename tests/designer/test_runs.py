@@ -382,6 +382,7 @@ def run_urls(run):
         reverse("designer:run-cancel", args=[c]),
         reverse("designer:run-resume", args=[c]),
         reverse("designer:run-retry-failed", args=[c]),
+        reverse("designer:run-budget", args=[c]),
         reverse("designer:records-bulk", args=[c]),
         reverse("designer:record-review", args=[c, record.pk]),
         reverse("designer:record-edit", args=[c, record.pk]),

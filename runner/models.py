@@ -184,6 +184,8 @@ class Task(models.Model):
         indexes = [
             models.Index(fields=["run", "status", "step"], name="task_run_status_step"),
             models.Index(fields=["run", "step", "seq"], name="task_run_step_seq"),
+            # calls per second over the last seconds of a run (the run page)
+            models.Index(fields=["run", "finished"], name="task_run_finished"),
         ]
 
     def __str__(self):
@@ -207,7 +209,10 @@ class Record(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="record_run_key")]
-        indexes = [models.Index(fields=["run", "seq"], name="record_run_seq")]
+        indexes = [
+            models.Index(fields=["run", "seq"], name="record_run_seq"),
+            models.Index(fields=["run", "review"], name="record_run_review"),  # review counters and filters
+        ]
 
     def lineage(self):
         """Task ids from the seed input to this record's task."""

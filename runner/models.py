@@ -211,7 +211,9 @@ class Record(models.Model):
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="record_run_key")]
         indexes = [
             models.Index(fields=["run", "seq"], name="record_run_seq"),
-            models.Index(fields=["run", "review"], name="record_run_review"),  # review counters and filters
+            models.Index(
+                fields=["run", "review"], name="record_run_review"
+            ),  # review counters and filters
         ]
 
     def lineage(self):

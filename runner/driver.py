@@ -282,9 +282,13 @@ class Driver:
 
     # claiming
 
-    def _claim(self, n):
+    def _next_claim(self):
+        """A new claim token; its prefix names this driver, so others can tell if it died."""
         self.claims += 1
-        token = f"{self.id}:{self.claims}"
+        return f"{self.id}:{self.claims}"
+
+    def _claim(self, n):
+        token = self._next_claim()
         ids = list(
             Task.objects.filter(run_id=self.run_id, status=Task.PENDING)
             .order_by("-step", "id")
@@ -414,9 +418,7 @@ class Driver:
                 task_id = next((k for k, v in self.inflight.items() if v is item), None)
                 if task_id is not None:
                     self.inflight.pop(task_id, None)
-                    Task.objects.filter(id=task_id, status=Task.RUNNING).update(
-                        status=Task.PENDING, claim="", lease_until=None
-                    )
+                    Task.objects.filter(id=task_id, status=Task.RUNNING).release()
                 continue
             results.append(res)
         for res in results:
@@ -425,12 +427,9 @@ class Driver:
                 self.paid[0] += res.cost
                 self.paid[1] += 1
         if results:
-            self.claims += 1
             free = self._budget_room(max(0, self.capacity - len(self.inflight)))
             t0 = time.perf_counter()
-            claimed = finish(
-                self.run, self.spec, results, claim=f"{self.id}:{self.claims}", claim_max=free
-            )
+            claimed = finish(self.run, self.spec, results, claim=self._next_claim(), claim_max=free)
             t1 = time.perf_counter()
             self._start(claimed)
             t2 = time.perf_counter()
@@ -454,7 +453,7 @@ class Driver:
         now = timezone.now()
         n = Task.objects.filter(
             run_id=self.run_id, status=Task.RUNNING, lease_until__lt=now
-        ).update(status=Task.PENDING, claim="", lease_until=None)
+        ).release()
         claims = set(
             Task.objects.filter(run_id=self.run_id, status=Task.RUNNING)
             .values_list("claim", flat=True)
@@ -468,7 +467,7 @@ class Driver:
         if dead:
             n += Task.objects.filter(
                 run_id=self.run_id, status=Task.RUNNING, claim__in=dead
-            ).update(status=Task.PENDING, claim="", lease_until=None)
+            ).release()
         if n:
             log.info("driver %s put %d abandoned tasks of run %s back", self.id, n, self.run_id)
 
@@ -483,9 +482,7 @@ class Driver:
         for fut in self.inflight.values():
             fut.cancel()
         if self.inflight:
-            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).update(
-                status=Task.PENDING, claim="", lease_until=None
-            )
+            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).release()
         self.inflight.clear()
 
     def _settle(self):

@@ -118,12 +118,8 @@ def resume_run(run, *, failed=True):
     with transaction.atomic():
         if failed:
             # A new round gets fresh calls: the cached replies that failed are not reused.
-            Task.objects.filter(run=run, status=Task.FAILED).update(
-                status=Task.PENDING, error="", lease_until=None, claim="", round=F("round") + 1
-            )
-        Task.objects.filter(run=run, status__in=[Task.CANCELLED, Task.RUNNING]).update(
-            status=Task.PENDING, lease_until=None, claim=""
-        )
+            Task.objects.filter(run=run, status=Task.FAILED).release(error="", round=F("round") + 1)
+        Task.objects.filter(run=run, status__in=[Task.CANCELLED, Task.RUNNING]).release()
         Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, finished=None, error="")
         start_drivers(run)
     run.refresh_from_db()

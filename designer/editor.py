@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from runner import trial
+from runner.engine import trial
 from runner.models import Provider
 from runner.spec import CallbackSpec, PipelineSpec, StepSpec
 

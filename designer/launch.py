@@ -4,7 +4,7 @@ The page launches the pipeline's latest saved version. Its inputs come from a fo
 built from the first step's variables, or from an uploaded file whose columns the
 person maps to those variables (a preview shows the first rows). Before launching,
 the page shows how many calls the run will make, step by step, and what they cost
-with the chosen provider's prices (`runner.costs.estimate`); an optional budget in
+with the chosen provider's prices (`runner.spec.estimate.estimate`); an optional budget in
 dollars pauses the run when its calls have cost that much. Launching calls
 `runner.engine.launch_run` and opens the run's page.
 """
@@ -25,10 +25,9 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 from pydantic import ValidationError
 
-from runner import costs
-from runner.engine import LaunchError, launch_run
+from runner.engine import LaunchError, estimate_run, launch_run
 from runner.models import Provider
-from runner.spec import PipelineSpec, SpecError
+from runner.spec import PipelineSpec, SpecError, money
 
 from .access import pipeline_for
 from .step_forms import plain_problem
@@ -326,7 +325,7 @@ def cost_estimate(spec, inputs, owner, provider):
     if provider is None or spec is None or not spec.steps:
         return None
     try:
-        est = costs.estimate(spec, inputs or [{}], owner=owner, providers={"*": provider.pk})
+        est = estimate_run(owner, spec, inputs or [{}], providers={"*": provider.pk})
     except (LaunchError, SpecError) as exc:
         problems = getattr(exc, "problems", None) or [str(exc)]
         return CostEstimate(False, "cost unknown: " + plain_problem(problems[0]))
@@ -335,7 +334,7 @@ def cost_estimate(spec, inputs, owner, provider):
     models = ", ".join(est.unpriced)
     if not priced:
         return CostEstimate(False, f"cost unknown: the provider has no price for {models}")
-    text = f"about {costs.fmt_dollars(est.cost)} for {calls}"
+    text = f"about {money.fmt_dollars(est.cost)} for {calls}"
     if est.unpriced:
         text += f", not counting {models}: the provider has no price for it"
     return CostEstimate(est.complete, text)

@@ -16,8 +16,7 @@ from django.urls import path, reverse
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 
-from runner import library
-from runner.spec import OutputFormat, PipelineSpec
+from runner.spec import OutputFormat, PipelineSpec, library
 
 from . import actions
 from .access import pipeline_for

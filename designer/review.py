@@ -38,7 +38,7 @@ FILTER_KEYS = ("status", "rating", "step", "q")
 def step_keys(run, index):
     """The record fields a step's output lands in (its output key, or its callback's)."""
     try:
-        return run.parsed_spec().steps[index].result_keys()
+        return run.spec_obj.steps[index].result_keys()
     except Exception:
         steps = run.spec.get("steps", [])
         return [steps[index].get("output_key")] if index < len(steps) else []

@@ -2,7 +2,7 @@
 
 Every view is owner-only through `run_for` (another user's run is a 404). Pages
 stay a few aggregate queries whatever the size of the run: the run page renders
-`runner.stats.run_state` (the same state the websocket sends after), and tables
+`runner.events.stats.run_state` (the same state the websocket sends after), and tables
 are paged 50 rows at a time.
 """
 
@@ -21,8 +21,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from runner import costs, engine, stats
+from runner import engine
+from runner.events import stats
 from runner.models import Run, Task
+from runner.spec import money
 
 from .access import run_for
 from .models import Pipeline
@@ -190,8 +192,8 @@ def run_detail(request, code):
             "percent": round(100 * state["progress"], 1),
             "elapsed": duration(run.started, run.finished) or "-",
             "ws_path": f"/ws/runs/{run.code}/",
-            "spent": costs.fmt_dollars(spent),
-            "budget": costs.fmt_dollars(run.budget) if run.budget is not None else "",
+            "spent": money.fmt_dollars(spent),
+            "budget": money.fmt_dollars(run.budget) if run.budget is not None else "",
             "paused": run.status == Run.PAUSED,
         },
     )
@@ -247,17 +249,17 @@ def run_budget(request, code):
         return redirect("designer:run-detail", code=run.code)
     was_paused = run.status == Run.PAUSED
     run = engine.set_budget(run, amount)
-    money = costs.fmt_dollars(amount)
+    shown = money.fmt_dollars(amount)
     if run.status == Run.PAUSED:
         messages.error(
             request,
-            f"The budget is now {money}, but the run has already spent "
-            f"{costs.fmt_dollars(run.spent_dollars)}: it stays paused. Raise it further to go on.",
+            f"The budget is now {shown}, but the run has already spent "
+            f"{money.fmt_dollars(run.spent_dollars)}: it stays paused. Raise it further to go on.",
         )
     elif was_paused:
-        messages.success(request, f"The budget is now {money}: the run goes on.")
+        messages.success(request, f"The budget is now {shown}: the run goes on.")
     else:
-        messages.success(request, f"The budget is now {money}.")
+        messages.success(request, f"The budget is now {shown}.")
     return redirect("designer:run-detail", code=run.code)
 
 

@@ -12,8 +12,7 @@ import re
 from django import forms
 from pydantic import ValidationError
 
-from runner import templating
-from runner.spec import KEY_RE, OutputFormat, StepSpec
+from runner.spec import KEY_RE, OutputFormat, StepSpec, templating
 
 # -- problems in plain words ------------------------------------------------------------
 

@@ -8,35 +8,36 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
-from . import engine
+from runner.engine import lifecycle
+from runner.engine import trial as trials
+from runner.engine.driver import Driver, stopping
+from runner.models import Run
 
 log = logging.getLogger("runner.tasks")
 
 
 @shared_task(name="runner.drive_run", ignore_result=True)
 def drive_run(run_id):
-    engine.Driver(run_id).run()
+    Driver(run_id).run()
 
 
 @shared_task(name="runner.watchdog", ignore_result=True)
 def watchdog():
     """Restart drivers for runs that nobody is driving (their worker died or stopped)."""
-    from .models import Run
-
-    for run_id in engine.orphaned_runs():
+    for run_id in lifecycle.orphaned_runs():
         run = Run.objects.filter(pk=run_id).first()
         if run is not None:
             log.warning("run %s has no live driver: starting one", run_id)
-            engine.start_drivers(run, 1)
+            lifecycle.start_drivers(run, 1)
 
 
 def _watchdog_loop():
-    while not engine.stopping.is_set():
+    while not stopping.is_set():
         try:
             watchdog()
         except Exception:
             log.warning("watchdog pass failed", exc_info=True)
-        engine.stopping.wait(settings.RUNNER_WATCHDOG_SECONDS)
+        stopping.wait(settings.RUNNER_WATCHDOG_SECONDS)
 
 
 @worker_ready.connect
@@ -47,12 +48,10 @@ def _start_watchdog(**kwargs):
 
 @worker_shutting_down.connect
 def _stop_drivers(**kwargs):
-    engine.stopping.set()
+    stopping.set()
 
 
 @shared_task(name="runner.try_step", ignore_result=True)
 def try_step(trial_id):
-    """Try one step on one sample input (runner.trial holds the logic)."""
-    from . import trial
-
-    trial.run(trial_id)
+    """Try one step on one sample input (runner.engine.trial holds the logic)."""
+    trials.run(trial_id)

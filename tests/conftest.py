@@ -69,7 +69,7 @@ def redis_server(tmp_path_factory):
 def redis_client(redis_server):
     redis_server.flushall()
     # Reset cached clients of the engine so they do not hold stale connections.
-    from runner import limits
+    from runner.engine import limits
 
     limits._client = None
     yield redis_server

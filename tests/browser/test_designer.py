@@ -269,7 +269,7 @@ def test_build_try_save_and_launch_qa_from_topics(page, user, provider, pipeline
 
 
 def test_launch_one_input_and_a_file_over_the_limit(page, user, provider, fake_llm):
-    from runner import library
+    from runner.spec import library
 
     pipeline = create_pipeline(user, library.get("qa-from-topics").spec, name="QA")
     login(page, "ada", "a-long-password-1")

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
-from runner import engine, library, progress
+from runner import engine
+from runner.events import progress
 from runner.models import Record, Run, Task
+from runner.spec import library
 from tests.integration.helpers import provider_for, wait_for
 
 from ..designer.test_runs import XSS, add_failures, make_run

@@ -11,8 +11,10 @@ import pytest
 from django.urls import reverse
 
 from designer.actions import create_pipeline
-from runner import costs, library
+from runner.engine import estimate_run
 from runner.models import Provider, Run, Task
+from runner.spec import library
+from runner.spec import money as costs
 
 from .test_runs import make_run
 
@@ -22,11 +24,12 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def started(monkeypatch):
     """The runs whose drivers would start (no broker, no Redis needed)."""
-    from runner import engine
 
     calls = []
-    monkeypatch.setattr(engine, "start_drivers", lambda run, count=None: calls.append(run.pk))
-    monkeypatch.setattr("runner.progress.announce", lambda run: None)
+    monkeypatch.setattr(
+        "runner.engine.lifecycle.start_drivers", lambda run, count=None: calls.append(run.pk)
+    )
+    monkeypatch.setattr("runner.events.progress.announce", lambda run: None)
     return calls
 
 
@@ -78,7 +81,7 @@ def test_the_launch_page_shows_the_cost_with_the_providers_prices(owner_client, 
     assert f'<option value="{provider.code}" selected>' in page
     assert 'id="cost-estimate"' in page and "Cost: <strong>about $" in page
     assert "cost unknown" not in page
-    est = costs.estimate(qa.spec(), [{}], owner=owner, providers={"*": provider.pk})
+    est = estimate_run(owner, qa.spec(), [{}], providers={"*": provider.pk})
     assert f"about {costs.fmt_dollars(est.cost)} for {est.calls:,} calls" in page
     assert 'name="budget"' in page and "Budget (dollars)" in page
     # choosing a provider asks for its cost (htmx), for the inputs typed so far

@@ -7,9 +7,8 @@ import re
 import pytest
 
 from designer.actions import create_pipeline
-from runner import library
 from runner.models import Provider
-from runner.spec import PipelineSpec
+from runner.spec import PipelineSpec, library
 
 pytestmark = pytest.mark.django_db
 
@@ -296,7 +295,7 @@ def test_another_users_pipeline_is_404_on_every_editor_url(client, qa, other_use
 def test_trial_that_expired_or_cannot_be_queued(client_owner, qa, owner, redis_client, monkeypatch):
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from runner import trial
+    from runner.engine import trial
 
     r = client_owner.get(url(qa, "try/" + "0" * 32 + "/"), **HX)
     assert r.status_code == 200 and "no longer kept" in r.text

@@ -13,9 +13,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from runner import export
-from runner.builder import PipelineBuilder, Step
+from runner.export import formats as export
 from runner.models import Record, Run, Task
+from runner.spec.builder import PipelineBuilder, Step
 
 from .test_runs import make_run
 

@@ -7,9 +7,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from designer import launch
 from designer.actions import create_pipeline, save_version
-from runner import library
 from runner.models import Provider, Run
-from runner.spec import CallbackSpec, PipelineSpec, StepSpec
+from runner.spec import CallbackSpec, PipelineSpec, StepSpec, library
 
 pytestmark = pytest.mark.django_db
 

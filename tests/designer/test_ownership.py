@@ -8,8 +8,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from designer import actions
-from runner import library
 from runner.models import Provider
+from runner.spec import library
 
 pytestmark = pytest.mark.django_db
 

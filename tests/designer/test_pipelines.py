@@ -9,8 +9,7 @@ from django.utils.html import escape
 
 from designer import actions
 from designer.models import Pipeline
-from runner import library
-from runner.spec import PipelineSpec
+from runner.spec import PipelineSpec, library
 
 pytestmark = pytest.mark.django_db
 

@@ -5,6 +5,7 @@ import socket
 import pytest
 
 from runner.models import Provider
+from runner.spec.money import price_for
 
 pytestmark = pytest.mark.django_db
 
@@ -208,8 +209,8 @@ def test_prices_are_saved_shown_in_the_list_and_filled_back_in(logged_in, owner)
         "gpt-4o": [2.5, 10.0],
         "*": [1.0, 2.0],
     }
-    assert provider.price("gpt-4o-mini-2024-07-18") == (0.15, 0.6)
-    assert provider.price("anything") == (1.0, 2.0)
+    assert price_for(provider.prices, "gpt-4o-mini-2024-07-18") == (0.15, 0.6)
+    assert price_for(provider.prices, "anything") == (1.0, 2.0)
 
     listing = logged_in.get("/providers/").content.decode()
     assert "<code>gpt-4o-mini</code>: $0.15 / $0.6" in listing

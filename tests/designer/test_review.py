@@ -147,9 +147,9 @@ def test_edit_keeps_the_original_and_shows_both(owner_client, owner):
     assert "A better answer." in page and original["answer"] in page
     assert 'class="badge edited"' in page
     # the export uses the edited text
-    from runner.export import iter_rows
+    from runner.export import Export
 
-    assert next(iter_rows(run))[0]["answer"] == "A better answer."
+    assert next(Export(run).rows())["answer"] == "A better answer."
     owner_client.post(url, {"action": "restore"})
     rec.refresh_from_db()
     assert rec.edited is None and rec.data == original

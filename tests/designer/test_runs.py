@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from designer.actions import create_pipeline
-from runner import library
 from runner.models import Record, Run, Task
+from runner.spec import library
 
 pytestmark = pytest.mark.django_db
 
@@ -201,7 +201,7 @@ def test_run_page_shows_counts_per_step_tokens_and_failures_by_reason(owner_clie
 
 
 def test_run_state_rates_elapsed_and_time_left(owner):
-    from runner.stats import run_state
+    from runner.events.stats import run_state
 
     run = make_run(owner, topics=2)
     Task.objects.bulk_create(
@@ -282,11 +282,12 @@ def test_a_run_of_100000_tasks_loads_in_bounded_queries(
 
 
 def test_cancel_resume_and_retry_call_the_engine(owner_client, owner, monkeypatch):
-    from runner import engine
 
     calls = []
-    monkeypatch.setattr(engine, "start_drivers", lambda run, count=None: calls.append(run.pk))
-    monkeypatch.setattr("runner.progress.announce", lambda run: None)
+    monkeypatch.setattr(
+        "runner.engine.lifecycle.start_drivers", lambda run, count=None: calls.append(run.pk)
+    )
+    monkeypatch.setattr("runner.events.progress.announce", lambda run: None)
     run = make_run(owner, topics=1)
     add_failures(run, 2)
     url = reverse("designer:run-cancel", args=[run.code])
@@ -427,7 +428,7 @@ async def test_a_burst_of_announcements_reaches_the_page_as_few_messages_ending_
     from channels.layers import get_channel_layer
     from channels.testing import WebsocketCommunicator
 
-    from runner.consumers import MIN_INTERVAL, RunConsumer
+    from runner.events.consumer import MIN_INTERVAL, RunConsumer
 
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     run = await sync_to_async(make_run)(owner, topics=1)

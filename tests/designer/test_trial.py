@@ -1,4 +1,4 @@
-"""Trying one step on one sample: runner.trial against the fake LLM and a real Redis,
+"""Trying one step on one sample: runner.engine.trial against the fake LLM and a real Redis,
 and the whole path (page -> Celery worker -> page polling) with a real worker."""
 
 import html
@@ -9,9 +9,9 @@ import time
 import pytest
 
 from designer.actions import create_pipeline
-from runner import library, trial
+from runner.engine import trial
 from runner.models import Provider
-from runner.spec import CallbackSpec, StepSpec
+from runner.spec import CallbackSpec, StepSpec, library
 
 HX = {"HTTP_HX_REQUEST": "true"}
 

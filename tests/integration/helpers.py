@@ -1,6 +1,6 @@
 import time
 
-from runner import stats
+from runner.events import stats
 from runner.models import Provider
 
 

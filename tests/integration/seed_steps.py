@@ -1,6 +1,6 @@
 """The seed's examples, written with the builder. Workers import the custom step from here."""
 
-from runner.builder import PipelineBuilder, Step, TaskInput, parse_json
+from runner.spec.builder import PipelineBuilder, Step, TaskInput, parse_json
 
 
 class FirstPipelineStep(Step):

@@ -4,8 +4,10 @@ from decimal import Decimal
 
 import pytest
 
-from runner import costs, engine, library
+from runner import engine
 from runner.models import Record, Run, Task
+from runner.spec import library
+from runner.spec import money as costs
 
 from .helpers import provider_for, wait_for
 
@@ -37,7 +39,7 @@ def test_every_task_is_priced_and_the_run_spend_is_their_sum(owner, worker, fake
         assert task.cost > 0
     total = sum(t.cost for t in Task.objects.filter(run=run))
     assert run.spent == pytest.approx(total)
-    assert costs.run_spend(run) == pytest.approx(total / 1e6)
+    assert run.spent_dollars == pytest.approx(total / 1e6)
 
 
 def test_a_run_pauses_at_its_budget_and_resumes_when_it_is_raised(owner, worker, fake_llm):
@@ -79,8 +81,8 @@ def test_a_run_pauses_at_its_budget_and_resumes_when_it_is_raised(owner, worker,
 def test_estimate_counts_calls_tokens_and_cost(owner, fake_llm):
     provider = _priced(owner, fake_llm)
     spec = library.get("qa-from-topics").spec
-    est = costs.estimate(
-        spec, [{"topic": "Comets"}, {"topic": "Tides"}], owner=owner, providers={"*": provider.pk}
+    est = engine.estimate_run(
+        owner, spec, [{"topic": "Comets"}, {"topic": "Tides"}], providers={"*": provider.pk}
     )
     assert [s.calls for s in est.steps] == [2, 10, 10]  # "List 5 ..." scatters 5 each
     assert est.calls == 22 and est.tokens_in > 0 and est.tokens_out > 0
@@ -89,5 +91,5 @@ def test_estimate_counts_calls_tokens_and_cost(owner, fake_llm):
     assert "about 22 calls" in est.summary() and "$" in est.summary()
     provider.prices = {}
     provider.save()
-    est = costs.estimate(spec, [{"topic": "Comets"}], owner=owner, providers={"*": provider.pk})
+    est = engine.estimate_run(owner, spec, [{"topic": "Comets"}], providers={"*": provider.pk})
     assert est.unpriced == ["fake-model"] and "no price is set for fake-model" in est.summary()

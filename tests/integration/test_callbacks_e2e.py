@@ -2,9 +2,11 @@
 
 import pytest
 
-from runner import engine, library, stats
-from runner.builder import PipelineBuilder, Step
+from runner import engine
+from runner.events import stats
 from runner.models import Record, Run, Task
+from runner.spec import library
+from runner.spec.builder import PipelineBuilder, Step
 
 from . import seed_steps
 from .helpers import provider_for, wait_for

@@ -74,7 +74,7 @@ def test_inputs_file_csv_and_parquet_outputs(worker, fake_llm, tmp_path):
     assert {r["level"] for r in rows} == {"beginner", "expert"}  # extra input keys ride along
 
     spec = tmp_path / "spec.json"
-    from runner import library
+    from runner.spec import library
 
     spec.write_text(library.get("instruction-variations").spec.to_json())
     jsonl = tmp_path / "in.jsonl"

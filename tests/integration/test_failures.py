@@ -2,8 +2,10 @@
 
 import pytest
 
-from runner import engine, library, stats
+from runner import engine
+from runner.events import stats
 from runner.models import Record, Run, Task
+from runner.spec import library
 
 from .helpers import provider_for, wait_for
 

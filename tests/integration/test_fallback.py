@@ -2,9 +2,9 @@
 
 import pytest
 
-from runner import engine, library
+from runner import engine
 from runner.models import Provider, Record, Run, Task
-from runner.spec import ModelRef
+from runner.spec import ModelRef, library
 
 from .helpers import provider_for, wait_for
 

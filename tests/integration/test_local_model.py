@@ -14,9 +14,9 @@ import urllib.request
 import pytest
 
 from runner import engine, localmodel
-from runner.builder import PipelineBuilder, Step
 from runner.models import Record, Run, Task
 from runner.providers import CompletionRequest, OpenAICompatible, close_clients
+from runner.spec.builder import PipelineBuilder, Step
 
 from .helpers import wait_for
 

@@ -4,8 +4,10 @@ import time
 
 import pytest
 
-from runner import engine, library, limits
+from runner import engine
+from runner.engine import limits
 from runner.models import Run, Task
+from runner.spec import library
 
 from .helpers import provider_for, wait_for
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from runner import engine, library
+from runner import engine
 from runner.models import Record, Run, Task
+from runner.spec import library
 
 from .helpers import provider_for, wait_for
 

@@ -18,8 +18,9 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from runner import engine, library
+from runner import engine
 from runner.models import Run
+from runner.spec import library
 
 from ..conftest import ROOT, worker_env
 from .helpers import provider_for

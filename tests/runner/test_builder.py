@@ -2,8 +2,8 @@
 
 import pytest
 
-from runner.builder import PipelineBuilder, Step
 from runner.spec import PipelineSpec, SpecError
+from runner.spec.builder import PipelineBuilder, Step
 from tests.integration import seed_steps
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from runner.callbacks import (
+from runner.spec import CallbackSpec, StepSpec
+from runner.spec.callbacks import (
     CallbackError,
     Output,
     children_of,
@@ -10,7 +11,6 @@ from runner.callbacks import (
     register,
     resolve_python_callback,
 )
-from runner.spec import CallbackSpec, StepSpec
 
 
 def step(callback, output_format="text", output_key="out", **kw):

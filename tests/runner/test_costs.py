@@ -4,45 +4,44 @@ from decimal import Decimal
 
 import pytest
 
-from runner import costs
-from runner.endpoints import Endpoint
-from runner.library import get
+from runner.engine.endpoints import Endpoint
 from runner.models import Run
-from runner.spec import PipelineSpec
+from runner.spec import PipelineSpec, estimate, money
+from runner.spec.library import get
 
 
 def test_price_lookup_exact_prefix_and_wildcard():
     prices = {"gpt-4o-mini": [0.15, 0.6], "gpt-4o": [2.5, 10], "*": [1, 2]}
-    assert costs.price_for(prices, "gpt-4o-mini") == (0.15, 0.6)
-    assert costs.price_for(prices, "gpt-4o-mini-2024-07-18") == (0.15, 0.6)  # longest prefix
-    assert costs.price_for(prices, "gpt-4o-2024-08-06") == (2.5, 10.0)
-    assert costs.price_for(prices, "claude-x") == (1.0, 2.0)
-    assert costs.price_for({"gemini-2.0-flash": [0.1, 0.4]}, "models/gemini-2.0-flash") == (
+    assert money.price_for(prices, "gpt-4o-mini") == (0.15, 0.6)
+    assert money.price_for(prices, "gpt-4o-mini-2024-07-18") == (0.15, 0.6)  # longest prefix
+    assert money.price_for(prices, "gpt-4o-2024-08-06") == (2.5, 10.0)
+    assert money.price_for(prices, "claude-x") == (1.0, 2.0)
+    assert money.price_for({"gemini-2.0-flash": [0.1, 0.4]}, "models/gemini-2.0-flash") == (
         0.1,
         0.4,
     )
-    assert costs.price_for({}, "m") is None
-    assert costs.price_for({"m": "cheap"}, "m") is None
+    assert money.price_for({}, "m") is None
+    assert money.price_for({"m": "cheap"}, "m") is None
 
 
 def test_cost_is_in_micro_dollars():
     # $ per million tokens x tokens = micro-dollars
-    assert costs.cost_micro({"m": [0.5, 1.5]}, "m", 1000, 200) == 800.0
-    assert costs.cost_micro({}, "m", 1000, 200) == 0.0
-    assert costs.dollars(1_500_000) == 1.5
+    assert money.cost_micro({"m": [0.5, 1.5]}, "m", 1000, 200) == 800.0
+    assert money.cost_micro({}, "m", 1000, 200) == 0.0
+    assert money.dollars(1_500_000) == 1.5
 
 
 def test_budget_and_pause_message():
     run = Run(budget=Decimal("1.00"), spent=999_999)
-    assert not costs.over_budget(run)
+    assert not money.over_budget(run)
     run.spent = 1_020_000
-    assert costs.over_budget(run)
-    assert not costs.over_budget(Run(budget=None, spent=10**9))
+    assert money.over_budget(run)
+    assert not money.over_budget(Run(budget=None, spent=10**9))
     assert (
-        costs.paused_message(1_020_000, Decimal("1.00"))
+        money.paused_message(1_020_000, Decimal("1.00"))
         == "Paused: spent $1.02 of the $1.00 budget; raise the budget to continue"
     )
-    assert costs.fmt_dollars(0.00123) == "$0.0012"
+    assert money.fmt_dollars(0.00123) == "$0.0012"
 
 
 def _endpoints(spec, prices):
@@ -54,7 +53,7 @@ def _endpoints(spec, prices):
 def test_estimate_follows_the_callbacks():
     spec = get("qa-from-topics").spec
     inputs = [{"topic": "Solar energy"}, {"topic": "Tides"}, {"topic": "Bees"}]
-    est = costs.estimate(spec, inputs, endpoints=_endpoints(spec, {"m": [1.0, 2.0]}))
+    est = estimate.estimate(spec, inputs, _endpoints(spec, {"m": [1.0, 2.0]}))
     assert [s.calls for s in est.steps] == [3, 15, 15]
     assert est.calls == 33
     assert all(s.tokens_in > 0 and s.tokens_out > 0 for s in est.steps)
@@ -69,7 +68,7 @@ def test_estimate_without_prices_or_numbers_says_so():
     data["steps"][0]["prompt"] = "List subtopics of {{topic}} as a JSON list."
     data["steps"][1]["callback"] = {"type": "broadcast", "n": 3}
     spec = PipelineSpec.load(data)
-    est = costs.estimate(spec, [{"topic": "Tides"}], endpoints=_endpoints(spec, {}))
+    est = estimate.estimate(spec, [{"topic": "Tides"}], _endpoints(spec, {}))
     assert [s.calls for s in est.steps] == [1, 5, 15]
     assert est.unpriced == ["m"] and not est.complete
     assert est.cost == 0
@@ -83,6 +82,6 @@ def test_estimate_of_an_aggregate_is_one_call():
     data["steps"][1]["callback"] = {"type": "aggregate", "into": "questions"}
     data["steps"][2]["prompt"] = "Summarise: {{questions}}"
     spec = PipelineSpec.load(data)
-    est = costs.estimate(spec, [{"topic": "A"}, {"topic": "B"}], endpoints=_endpoints(spec, {}))
+    est = estimate.estimate(spec, [{"topic": "A"}, {"topic": "B"}], _endpoints(spec, {}))
     assert [s.calls for s in est.steps] == [2, 10, 1]
     assert est.steps[2].tokens_in > est.steps[1].tokens_in / 10  # one big prompt

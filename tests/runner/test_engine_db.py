@@ -3,8 +3,10 @@
 import pytest
 
 from runner import engine
-from runner.builder import PipelineBuilder, Step
+from runner.engine.calls import Result
+from runner.engine.writer import finish, settle
 from runner.models import Provider, Record, Run, Task
+from runner.spec.builder import PipelineBuilder, Step
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +24,7 @@ def complete(run, spec, step, parsed_by_topic):
     tasks = list(Task.objects.filter(run=run, step=step))
     Task.objects.filter(pk__in=[t.pk for t in tasks]).update(status=Task.RUNNING)
     results = [
-        engine.Result(
+        Result(
             t.pk,
             True,
             [{"role": "user", "content": "x"}],
@@ -31,7 +33,7 @@ def complete(run, spec, step, parsed_by_topic):
         )
         for t in tasks
     ]
-    engine.finish(run, spec, results)
+    finish(run, spec, results)
 
 
 def qa_spec():
@@ -51,9 +53,9 @@ def test_scatter_of_an_empty_list_ends_the_branch_and_the_run_completes(owner):
     run = launch(owner, spec, [{"topic": "empty"}, {"topic": "full"}])
     complete(run, spec, 0, lambda ctx: [] if ctx["topic"] == "empty" else ["a", "b"])
     assert Task.objects.filter(run=run, step=1).count() == 2
-    assert not engine.settle(run, spec)  # two questions still to make
+    assert not settle(run, spec)  # two questions still to make
     complete(run, spec, 1, lambda ctx: f"why {ctx['sub']}?")
-    assert engine.settle(run, spec)
+    assert settle(run, spec)
     run.refresh_from_db()
     assert run.status == Run.COMPLETED
     assert sorted(r.data["question"] for r in Record.objects.filter(run=run)) == [
@@ -71,7 +73,7 @@ def test_finishing_a_task_twice_does_not_make_its_children_twice(owner):
     Task.objects.filter(pk=task.pk).update(
         status=Task.RUNNING
     )  # as if a lease ran out and it was run again
-    engine.finish(run, spec, [engine.Result(task.pk, True, [], text="x", parsed=["a", "b", "c"])])
+    finish(run, spec, [Result(task.pk, True, [], text="x", parsed=["a", "b", "c"])])
     assert Task.objects.filter(run=run, step=1).count() == 3
 
 
@@ -80,10 +82,10 @@ def test_children_can_be_written_already_claimed(owner):
     run = launch(owner, spec, [{"topic": "t"}])
     task = Task.objects.get(run=run, step=0)
     Task.objects.filter(pk=task.pk).update(status=Task.RUNNING)
-    claimed = engine.finish(
+    claimed = finish(
         run,
         spec,
-        [engine.Result(task.pk, True, [], text="x", parsed=["a", "b", "c"])],
+        [Result(task.pk, True, [], text="x", parsed=["a", "b", "c"])],
         claim="drv:1",
         claim_max=2,
     )

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from runner.parsing import MAX_STARTS, ParseError, parse_output
 from runner.spec import OutputFormat
+from runner.spec.parsing import MAX_STARTS, ParseError, parse_output
 
 LIST, OBJECT, TEXT = "json_list", "json_object", "text"
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from runner import templating
-from runner.templating import TemplateError, check, render, variables
+from runner.spec import templating
+from runner.spec.templating import TemplateError, check, render, variables
 
 # -- rendering ---------------------------------------------------------------------
 

@@ -14,9 +14,10 @@ from urllib.parse import urlparse
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from runner import engine, export, library, stats
+from runner import engine, export
+from runner.events import stats
 from runner.models import Provider, Run
-from runner.spec import PipelineSpec, SpecError
+from runner.spec import PipelineSpec, SpecError, library
 
 MAX_INPUTS = 1_000_000
 

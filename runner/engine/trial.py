@@ -15,14 +15,17 @@ import uuid
 
 from django.conf import settings
 
-from . import aio, limits, templating
-from .models import Provider
-from .parsing import ParseError, parse_output
-from .providers import CompletionRequest, ProviderError, build_provider, complete_with_retries
-from .spec import OutputFormat, StepSpec
+from runner.models import Provider
+from runner.providers import CompletionRequest, ProviderError, build_provider, complete_with_retries
+from runner.spec import OutputFormat, StepSpec, templating
+from runner.spec.parsing import ParseError, parse_output
+
+from . import aio, limits
+from .ports import enqueue
 
 log = logging.getLogger("runner.trial")
 
+TASK_NAME = "runner.try_step"  # the Celery task that runs a trial (runner/tasks.py)
 TTL = 3600
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 ACTIVE = (QUEUED, RUNNING)
@@ -63,10 +66,8 @@ def create(owner_id, step, context, provider_id, pipeline_code=None, step_index=
 
 def start(owner_id, step, context, provider_id, pipeline_code=None, step_index=None):
     """Store a trial and hand it to the workers once the current transaction commits."""
-    from .tasks import try_step
-
     trial_id = create(owner_id, step, context, provider_id, pipeline_code, step_index)
-    try_step.delay_on_commit(trial_id)
+    enqueue(TASK_NAME, trial_id)
     return trial_id
 
 

@@ -1,16 +1,10 @@
-"""How a run executes: launch, claim, call, finish, fan out, settle; pause, resume, cancel.
+"""A run's life as the rest of the product asks for it: launch, cancel, resume, retry, budget.
 
-A run's tasks live in the database. Drivers (Celery tasks, one or more per run,
-`runner/driver.py`) claim pending tasks in chunks with an atomic update and a
-lease, make the chunk's LLM calls concurrently on the process's asyncio loop
-(`runner/calls.py`), and write results in bulk (`runner/results.py`); each
-finished task makes its children at once, and only waiting callbacks (aggregate,
-flatten, python) wait for their step. Every reply is put in a run-scoped Redis
-cache before anything else, so a call whose worker died before saving is not
-paid for twice, and identical calls inside a run are made once.
-
-This module holds what the rest of the product calls: launch, cancel, resume,
-retry, set a budget; and re-exports the pieces tests and workers use.
+How a run then executes lives beside this module: drivers (`driver.py`, started as
+Celery work by name) claim pending tasks in chunks with a lease, make their calls
+on the process's asyncio loop (`calls.py`) and write results in bulk
+(`writer.py`); every reply is cached in Redis before anything else, so a call
+whose worker died before saving is not paid for twice.
 """
 
 import logging
@@ -21,14 +15,17 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import costs, limits, progress
-from .callbacks import Child, StepResult, root_seq
-from .calls import CallRunner, Job, Result
-from .driver import Driver, stopping
-from .endpoints import Endpoint, LaunchError, resolve_endpoints
-from .models import Run, Task
-from .results import finish, insert_records, insert_tasks, settle
-from .spec import PipelineSpec, SpecError
+from runner.models import Run, Task
+from runner.spec import PipelineSpec, SpecError
+from runner.spec import money as costs
+from runner.spec.callbacks import root_seq
+from runner.spec.estimate import estimate
+
+from . import limits
+from .endpoints import LaunchError, resolve_endpoints
+from .ports import announce, enqueue
+
+DRIVE_TASK = "runner.drive_run"  # the Celery task that drives a run (runner/tasks.py)
 
 log = logging.getLogger("runner.engine")
 
@@ -90,8 +87,7 @@ def launch_run(
 
 
 def start_drivers(run, count=None):
-    from .tasks import drive_run
-
+    """Hand the run to `count` drivers once the current transaction commits."""
     count = count or settings.RUNNER_DRIVERS_PER_RUN
     try:
         limits.client().set(
@@ -100,7 +96,7 @@ def start_drivers(run, count=None):
     except Exception:  # Redis down: the watchdog starts the driver later
         log.warning("could not mark run %s as queued in Redis", run.pk)
     for _ in range(count):
-        drive_run.delay_on_commit(run.pk)
+        enqueue(DRIVE_TASK, run.pk)
 
 
 def cancel_run(run):
@@ -109,7 +105,7 @@ def cancel_run(run):
         status=Run.CANCELLED, finished=timezone.now()
     )
     run.refresh_from_db()
-    progress.announce(run)
+    announce(run)
     return run
 
 
@@ -123,7 +119,7 @@ def resume_run(run, *, failed=True):
         Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, finished=None, error="")
         start_drivers(run)
     run.refresh_from_db()
-    progress.announce(run)
+    announce(run)
     return run
 
 
@@ -159,7 +155,7 @@ def set_budget(run, amount):
                 )
                 start_drivers(run)
     run.refresh_from_db()
-    progress.announce(run)
+    announce(run)
     return run
 
 
@@ -174,26 +170,11 @@ def orphaned_runs():
     return out
 
 
-__all__ = [
-    "CallRunner",
-    "Child",
-    "Driver",
-    "Endpoint",
-    "Job",
-    "LaunchError",
-    "Result",
-    "StepResult",
-    "cancel_run",
-    "finish",
-    "insert_records",
-    "insert_tasks",
-    "launch_run",
-    "orphaned_runs",
-    "resolve_endpoints",
-    "resume_run",
-    "retry_failed",
-    "set_budget",
-    "settle",
-    "start_drivers",
-    "stopping",
-]
+def estimate_run(owner, spec, inputs, *, providers=None, model=""):
+    """The estimate of a run as `launch_run` would make it (same endpoints, same prices).
+
+    Raises LaunchError when a step has no provider."""
+    if not isinstance(spec, PipelineSpec):
+        spec = PipelineSpec.model_validate(spec)
+    run = Run(owner=owner, providers=providers or {}, model_override=model or "")
+    return estimate(spec, inputs, resolve_endpoints(run, spec))

@@ -25,8 +25,6 @@ import math
 import redis
 from django.conf import settings
 
-from .providers import ProviderError
-
 _ACQUIRE = """
 -- KEYS[1] pool hash (holder -> slots); ARGV: holder, want, limit, alive-prefix
 local holders = redis.call('HGETALL', KEYS[1])
@@ -190,6 +188,10 @@ def rate_grant(
     return RateGrant(int(gr), gt, rps, tps, wait, factor)
 
 
+class RateWaitTimeout(Exception):
+    """A call waited longer than allowed for a rate permit (the caller fails it for good)."""
+
+
 class _Waiter:
     __slots__ = ("future", "tokens")
 
@@ -259,10 +261,9 @@ class RateGate:
             async with asyncio.timeout(timeout):
                 await waiter.future
         except TimeoutError:
-            raise ProviderError(
+            raise RateWaitTimeout(
                 f"gave up after {timeout:g}s waiting under the provider's rate limit"
-                + (f" (last error: {self.last_error})" if self.last_error else ""),
-                transient=False,
+                + (f" (last error: {self.last_error})" if self.last_error else "")
             ) from None
         finally:
             if not waiter.future.done() or waiter.future.cancelled():

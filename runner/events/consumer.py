@@ -11,7 +11,8 @@ import json
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from .models import Run
+from runner.models import Run
+
 from .progress import LIVE_FIELDS
 from .stats import run_state
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from django.db.models import Q
 
-from .models import Record
+from runner.events.stats import models_used, review_stats, run_state
+from runner.models import Record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 SHAPES = ("plain", "chat", "preference")
@@ -100,7 +101,7 @@ def record_keys(run):
     if first:
         keys = list(first["data"])
     try:
-        spec = run.parsed_spec()
+        spec = run.spec_obj
         contexts = spec.contexts()
     except Exception:  # an old or odd spec: the first record is enough
         return keys
@@ -140,12 +141,6 @@ def iter_records(run, accepted_only=False):
             r["current"] = r["edited"] if r["edited"] is not None else r["data"]
             yield r
         last = (batch[-1]["seq"], batch[-1]["id"])
-
-
-def iter_rows(run, accepted_only=False):
-    """(data, meta) for each record: the plain export without field choices."""
-    for r in iter_records(run, accepted_only):
-        yield r["current"], _meta(run, r)
 
 
 def _meta(run, r):
@@ -454,8 +449,6 @@ def _when(moment):
 
 def dataset_card(run, options, data_name=None, pipeline_name=None, exported=None, skipped=0):
     """README.md for the dataset: pipeline, models, counts, review statistics and cost."""
-    from .stats import models_used, review_stats, run_state
-
     state = run_state(run)
     review = review_stats(run)
     models = models_used(run)

@@ -21,13 +21,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import aio, costs, limits, progress, templating
+from runner.models import Run, Task
+from runner.providers import CompletionRequest
+from runner.spec import OutputFormat, templating
+from runner.spec import money as costs
+
+from . import aio, limits
 from .calls import CallRunner, Job, Result, cache_key, completion_from_json
 from .endpoints import resolve_endpoints
-from .models import Run, Task
-from .providers import CompletionRequest
-from .results import finish, settle
-from .spec import OutputFormat, PipelineSpec
+from .ports import announce
+from .writer import finish, settle
 
 log = logging.getLogger("runner.engine")
 
@@ -68,7 +71,7 @@ class Driver:
 
     def _load(self):
         self.run = Run.objects.select_related("owner").get(pk=self.run_id)
-        self.spec = PipelineSpec.model_validate(self.run.spec)
+        self.spec = self.run.spec_obj
         self.endpoints = resolve_endpoints(self.run, self.spec)
         self.calls = CallRunner(self.endpoints)
         aio.submit(_in_loop(self.calls.setup)).result()
@@ -237,7 +240,7 @@ class Driver:
             if time.monotonic() - self.last["progress"] > settings.RUNNER_PROGRESS_SECONDS:
                 self.last["progress"] = time.monotonic()
                 self._publish_retrying()
-                progress.announce(self.run)
+                announce(self.run)
 
     def _publish_retrying(self):
         key = f"pd:retrying:{self.run_id}"
@@ -278,7 +281,7 @@ class Driver:
             pass
         aio.submit(self.calls.close())
         self.run.refresh_from_db()
-        progress.announce(self.run)
+        announce(self.run)
 
     # claiming
 

@@ -10,8 +10,13 @@ import logging
 import time
 
 from channels.layers import get_channel_layer
+from django.dispatch import receiver
 
-from . import aio
+from runner.engine import aio
+from runner.engine.ports import run_changed
+from runner.models import Run
+
+from .stats import run_state
 
 log = logging.getLogger("runner.progress")
 
@@ -25,10 +30,12 @@ SHARE = 0.2
 _quiet_until = {}  # run id -> (monotonic time, status announced last)
 
 
-def announce(run):
-    from .models import Run
-    from .stats import run_state
+@receiver(run_changed, dispatch_uid="runner.events.progress.announce")
+def _on_run_changed(sender, run, **kwargs):
+    announce(run)
 
+
+def announce(run):
     try:
         current = Run.objects.defer("inputs").get(pk=run.pk)
         until, status = _quiet_until.get(run.pk, (0.0, None))

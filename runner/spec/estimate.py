@@ -1,19 +1,18 @@
-"""What calls cost: prices, per-task cost, run spend, budgets, and estimates before a run.
+"""Estimates before a run: how many calls, tokens and dollars a spec will take.
 
-Prices are set per provider as {model: [input, output]} in dollars per million
-tokens ("*" prices every other model of that provider). A price in dollars per
-million tokens times a token count is a cost in micro-dollars, which is how
-costs are stored (`Task.cost`, `Run.spent`: floats, USD x 1e6).
-
-    estimate(spec, inputs, owner=user, providers={"*": provider_id})
+    estimate(spec, inputs, endpoints)  # endpoints: one per step, with .model and .prices
         -> Estimate(calls=..., tokens_in=..., tokens_out=..., cost=dollars, ...)
+
+Pure: the caller resolves which endpoint (and prices) each step uses
+(`runner.engine.lifecycle.estimate_run` does it as a launch would).
 """
 
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from . import templating
+from .money import dollars, fmt_dollars, price_for
+from .schema import PipelineSpec
 
 CHARS_PER_TOKEN = 4  # a fair average for English prose in every provider's tokenizer
 DEFAULT_FAN = 5  # items a scatter/split step is assumed to make when its prompt gives no number
@@ -24,79 +23,6 @@ _NUMBER_WORDS = {
     "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20,
 }  # fmt: skip
 _NUMBER_RE = re.compile(r"\b(\d{1,3}|" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
-
-
-# -- prices and costs ---------------------------------------------------------------
-
-
-def price_for(prices, model):
-    """(input, output) dollars per million tokens for `model`, or None.
-
-    Exact name first, then the longest priced name the model starts with (so
-    "gpt-4o-mini" prices "gpt-4o-mini-2024-07-18"), then "*"."""
-    if not isinstance(prices, dict) or not prices:
-        return None
-    name = (model or "").removeprefix("models/")
-    found = prices.get(model) or prices.get(name)
-    if found is None:
-        starts = [k for k in prices if k != "*" and name.startswith(k)]
-        if starts:
-            found = prices[max(starts, key=len)]
-        else:
-            found = prices.get("*")
-    try:
-        pin, pout = found
-        return float(pin), float(pout)
-    except (TypeError, ValueError):
-        return None
-
-
-def cost_micro(prices, model, tokens_in, tokens_out):
-    """A call's cost in micro-dollars (0 when the model has no price)."""
-    price = price_for(prices, model)
-    if price is None:
-        return 0.0
-    return tokens_in * price[0] + tokens_out * price[1]
-
-
-def dollars(micro):
-    return micro / 1e6
-
-
-def fmt_dollars(amount):
-    amount = float(amount)
-    if amount and abs(amount) < 0.01:
-        return f"${amount:.4f}"
-    return f"${amount:,.2f}"
-
-
-def budget_micro(budget):
-    return None if budget is None else float(Decimal(budget) * 1_000_000)
-
-
-def over_budget(run, spent=None):
-    """True when a run with a budget has spent all of it."""
-    if run.budget is None:
-        return False
-    spent = run.spent if spent is None else spent
-    return spent >= budget_micro(run.budget)
-
-
-def paused_message(spent_micro, budget):
-    return (
-        f"Paused: spent {fmt_dollars(dollars(spent_micro))} of the "
-        f"{fmt_dollars(budget)} budget; raise the budget to continue"
-    )
-
-
-def run_spend(run):
-    """What a run has cost so far, in dollars (from its tasks)."""
-    from django.db.models import Sum
-
-    from .models import Task
-
-    total = Task.objects.filter(run_id=run.pk).aggregate(s=Sum("cost"))["s"] or 0.0
-    return dollars(total)
 
 
 # -- estimates -----------------------------------------------------------------------
@@ -190,26 +116,16 @@ def _prompt_chars(step, sizes):
     return total
 
 
-def estimate(spec, inputs, *, owner=None, providers=None, model="", endpoints=None):
+def estimate(spec, inputs, endpoints):
     """Estimate a run's calls, tokens and cost before it starts.
 
-    `spec` is a PipelineSpec (or its dict), `inputs` the run's list of input dicts;
-    the endpoints (and their prices) are resolved as `launch_run` would for `owner`
-    with `providers` ({"*": provider id} or {step name: provider id}) and an optional
-    `model` override, or passed as `endpoints` (one per step). Counts assume the
+    `spec` is a PipelineSpec (or its dict), `inputs` the run's list of input dicts,
+    `endpoints` one per step (anything with `.model` and `.prices`). Counts assume the
     prompts' own numbers for scatter steps (else 5 items) and typical reply sizes;
     the result says which assumptions it made and which models have no price.
-    Raises LaunchError when a step has no provider.
     """
-    from .engine import resolve_endpoints
-    from .models import Run
-    from .spec import PipelineSpec
-
     if not isinstance(spec, PipelineSpec):
         spec = PipelineSpec.model_validate(spec)
-    if endpoints is None:
-        run = Run(owner=owner, providers=providers or {}, model_override=model or "")
-        endpoints = resolve_endpoints(run, spec)
     inputs = list(inputs or [])
     sizes = {}
     for row in inputs:

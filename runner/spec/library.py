@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from .builder import PipelineBuilder, Step
-from .spec import PipelineSpec
+from .schema import PipelineSpec
 
 
 @dataclass

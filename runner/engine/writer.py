@@ -15,10 +15,11 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from . import progress
-from .callbacks import CallbackError, Output, children_of, gather
-from .models import Record, Run, Task
-from .spec import WAITING_CALLBACKS
+from runner.models import Record, Run, Task
+from runner.spec import WAITING_CALLBACKS
+from runner.spec.callbacks import CallbackError, Output, children_of, gather
+
+from .ports import announce
 
 log = logging.getLogger("runner.engine")
 
@@ -271,6 +272,6 @@ def settle(run, spec):
     )
     run.refresh_from_db()
     if updated:
-        progress.announce(run)
+        announce(run)
         log.info("run %s completed", run.pk)
     return run.status != Run.RUNNING

@@ -15,7 +15,7 @@ allowed package.
 import re
 
 from .callbacks import StepResult, parse_json  # noqa: F401  (re-exported for callbacks)
-from .spec import CallbackSpec, ModelParams, ModelRef, PipelineSpec, StepSpec
+from .schema import CallbackSpec, ModelParams, ModelRef, PipelineSpec, StepSpec
 
 _UNSET = object()
 

@@ -1,7 +1,7 @@
 """Providers, runs, tasks and records.
 
 Row-level state changes live here as methods; work across rows (claiming,
-finishing a chunk, making children) lives in `runner/engine.py`.
+finishing a chunk, making children) lives in `runner/engine/`.
 """
 
 import hashlib
@@ -10,6 +10,9 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
+
+from runner.spec import PipelineSpec
 
 from .crypto import decrypt, encrypt
 
@@ -73,12 +76,6 @@ class Provider(models.Model):
         digest = hashlib.sha256(self.api_key.encode()).hexdigest()[:16] if self.api_key else "-"
         return f"{self.base_url.rstrip('/')}|{digest}"
 
-    def price(self, model):
-        """(input, output) dollars per million tokens for `model`, or None when not set."""
-        from .costs import price_for
-
-        return price_for(self.prices, model)
-
 
 class Run(models.Model):
     QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED, PAUSED = (
@@ -136,9 +133,9 @@ class Run(models.Model):
     def spent_dollars(self):
         return self.spent / 1e6
 
-    def parsed_spec(self):
-        from .spec import PipelineSpec
-
+    @cached_property
+    def spec_obj(self):
+        """The run's spec, parsed once (every reader of a run's spec goes through this)."""
         return PipelineSpec.model_validate(self.spec)
 
 

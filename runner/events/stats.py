@@ -11,7 +11,8 @@ from datetime import timedelta
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
-from .models import Record, Task
+from runner.engine import limits
+from runner.models import Provider, Record, Task
 
 WINDOW_SECONDS = 10  # calls per second are counted over this many recent seconds
 FAILURE_REASONS = 20  # the most common reasons the state carries
@@ -28,8 +29,6 @@ def priced(run, spent=0.0):
     """Whether the run's cost means anything: it has spent, or one of its providers has prices."""
     if spent:
         return True
-    from .models import Provider
-
     ids = [v for v in (run.providers or {}).values() if v]
     return bool(ids) and Provider.objects.filter(pk__in=ids).exclude(prices={}).exists()
 
@@ -201,8 +200,6 @@ def failure_summary(run, limit=None):
 
 def retrying(run):
     """Calls of this run waiting to try again after a transient error (kept in Redis by drivers)."""
-    from . import limits
-
     try:
         return sum(int(v) for v in limits.client().hvals(f"pd:retrying:{run.pk}"))
     except Exception:

@@ -18,16 +18,17 @@ from dataclasses import dataclass, field, replace
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from . import costs
-from .limits import RateGate
-from .parsing import ParseError, parse_output
-from .providers import (
+from runner.providers import (
     Completion,
     CompletionRequest,
     ProviderError,
     build_provider,
     complete_with_retries,
 )
+from runner.spec.money import price_for
+from runner.spec.parsing import ParseError, parse_output
+
+from .limits import RateGate, RateWaitTimeout
 
 log = logging.getLogger("runner.engine")
 
@@ -125,7 +126,10 @@ class Slot:
             self.health.check()
         gate = self.gate
         if gate.limited:
-            await gate.acquire(self.tokens, settings.RUNNER_PROVIDER_DOWN_SECONDS)
+            try:
+                await gate.acquire(self.tokens, settings.RUNNER_PROVIDER_DOWN_SECONDS)
+            except RateWaitTimeout as exc:
+                raise ProviderError(str(exc), transient=False) from None
         else:
             gate.started += 1  # the hot path: no limit, nothing to wait for
         await self.semaphore.acquire()
@@ -314,7 +318,7 @@ class CallRunner:
         if not prices:
             return 0.0
         model = completion.requested or completion.model
-        price = costs.price_for(prices, model) or costs.price_for(prices, completion.model)
+        price = price_for(prices, model) or price_for(prices, completion.model)
         if price is None:
             return 0.0
         return completion.tokens_in * price[0] + completion.tokens_out * price[1]

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from .models import Provider
+from runner.models import Provider
 
 
 class LaunchError(ValueError):

@@ -1,0 +1,23 @@
+"""How the engine reaches the layers above it without importing them.
+
+- `announce(run)`: the engine saved a change to `run`; it sends `run_changed`, which
+  the events layer (`runner.events.progress`) turns into the state pages receive.
+- `enqueue(task_name, *args)`: Celery work (`runner/tasks.py`), named, not imported,
+  sent once the current transaction commits.
+"""
+
+from celery import current_app
+from django.db import transaction
+from django.dispatch import Signal
+
+run_changed = Signal()  # sender: the Run class; run: the run that changed
+
+
+def announce(run):
+    """Tell whoever listens that `run` changed (its new state is in the database)."""
+    run_changed.send(sender=type(run), run=run)
+
+
+def enqueue(task_name, *args):
+    """Send the Celery task `task_name` with `args` (ids and JSON only) after commit."""
+    transaction.on_commit(lambda: current_app.send_task(task_name, args=list(args)))

@@ -37,11 +37,8 @@ FILTER_KEYS = ("status", "rating", "step", "q")
 
 def step_keys(run, index):
     """The record fields a step's output lands in (its output key, or its callback's)."""
-    try:
-        return run.spec_obj.steps[index].result_keys()
-    except Exception:
-        steps = run.spec.get("steps", [])
-        return [steps[index].get("output_key")] if index < len(steps) else []
+    steps = run.spec_obj.steps
+    return steps[index].result_keys() if 0 <= index < len(steps) else []
 
 
 def record_filters(run, params):
@@ -63,7 +60,7 @@ def record_filters(run, params):
         rating = ""
     f["rating"] = rating
     step = params.get("step", "")
-    n_steps = len(run.spec.get("steps", []))
+    n_steps = len(run.spec_obj.steps)
     f["step"] = step = step if step.isdigit() and int(step) < n_steps else ""
     q = " ".join(params.get("q", "").split())[:200]
     f["q"] = q
@@ -108,7 +105,7 @@ def counter(run):
 
 def with_lineage(qs, run):
     """Load each record's task and its parents up to the seed input in the same query."""
-    depth = max(0, len(run.spec.get("steps", [])) - 1)
+    depth = max(0, len(run.spec_obj.steps) - 1)
     paths = [lineage_path("task", i) for i in range(depth + 1)]
     only = ["id", "run", "key", "seq", "data", "edited", "review", "rating", "task"]
     only += [f"{p}__{f}" for p in paths for f in ("step", "parent")]
@@ -144,12 +141,12 @@ def records_table(request, code):
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     columns = []
     for rec in page:
-        for k in rec.edited if rec.edited is not None else rec.data:
+        for k in rec.current:
             if k not in columns:
                 columns.append(k)
     rows = []
     for rec in page:
-        current = rec.edited if rec.edited is not None else rec.data
+        current = rec.current
         rows.append(
             {
                 "record": rec,
@@ -232,7 +229,7 @@ def _review_page(request, run, record=None, edit_errors=None, edit_values=None):
     current = {}
     fields = []
     if record is not None:
-        current = record.edited if record.edited is not None else record.data
+        current = record.current
         for k, v in current.items():
             original = record.data.get(k)
             fields.append(
@@ -301,7 +298,7 @@ def record_review(request, code, record_id):
 def apply_edit(record, posted):
     """The record's fields with the posted values; (values, problems). Shapes are kept:
     a field that held text stays text, any other value must be valid JSON."""
-    current = record.edited if record.edited is not None else record.data
+    current = record.current
     values, problems = {}, []
     for key, old in current.items():
         raw = posted.get(f"field:{key}")

@@ -33,7 +33,7 @@ PAGE_SIZE = 50
 
 
 def step_names(run):
-    return [s.get("name", f"step {i + 1}") for i, s in enumerate(run.spec.get("steps", []))]
+    return [s.name for s in run.spec_obj.steps]
 
 
 def pipeline_label(run):
@@ -43,7 +43,7 @@ def pipeline_label(run):
         name = (
             Pipeline.objects.filter(code=run.pipeline_code).values_list("name", flat=True).first()
         )
-    name = name or run.spec.get("name", "")
+    name = name or run.spec_obj.name
     return f"{name} v{run.pipeline_version}" if run.pipeline_version else name
 
 

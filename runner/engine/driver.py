@@ -18,7 +18,6 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from runner.models import Run, Task
@@ -103,11 +102,9 @@ class Driver:
 
     def run(self):
         self._load()
-        if self.run.status in (Run.CANCELLED, Run.COMPLETED, Run.FAILED, Run.PAUSED):
+        if self.run.status not in (Run.QUEUED, Run.RUNNING):
             return
-        Run.objects.filter(pk=self.run_id, status=Run.QUEUED).update(
-            status=Run.RUNNING, started=timezone.now()
-        )
+        self.run.start()
         log.info("driver %s starts run %s", self.id, self.run_id)
         try:
             if costs.over_budget(self.run) and self._pause():
@@ -179,9 +176,8 @@ class Driver:
         if self.run.status == Run.RUNNING and not costs.over_budget(self.run):
             return False
         message = costs.paused_message(self.run.spent, self.run.budget)
-        Run.objects.filter(pk=self.run_id, status=Run.RUNNING).update(
-            status=Run.PAUSED, error=message
-        )
+        if self.run.status != Run.RUNNING or not self.run.pause(message):
+            return True  # cancelled meanwhile: this driver stops all the same
         log.info("run %s paused: %s", self.run_id, message)
         return True
 
@@ -291,24 +287,8 @@ class Driver:
         return f"{self.id}:{self.claims}"
 
     def _claim(self, n):
-        token = self._next_claim()
-        ids = list(
-            Task.objects.filter(run_id=self.run_id, status=Task.PENDING)
-            .order_by("-step", "id")
-            .values_list("id", flat=True)[:n]
-        )
-        if not ids:
-            return 0
         lease = timezone.now() + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
-        with transaction.atomic():
-            Task.objects.filter(id__in=ids, status=Task.PENDING).update(
-                status=Task.RUNNING, claim=token, lease_until=lease
-            )
-        rows = list(
-            Task.objects.filter(run_id=self.run_id, claim=token, status=Task.RUNNING).values(
-                "id", "step", "variant", "context", "round"
-            )
-        )
+        rows = Task.objects.claim(self.run_id, n, self._next_claim(), lease)
         self._start(rows)
         return len(rows)
 
@@ -447,9 +427,7 @@ class Driver:
         self.last["renew"] = time.monotonic()
         if self.inflight:
             lease = timezone.now() + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
-            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).update(
-                lease_until=lease
-            )
+            Task.objects.filter(id__in=list(self.inflight)).renew(lease)
 
     def _reclaim_dead(self):
         """Put back tasks whose lease ran out or whose driver is gone."""

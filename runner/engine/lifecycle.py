@@ -101,23 +101,26 @@ def start_drivers(run, count=None):
 
 def cancel_run(run):
     """Stop new claims; calls in flight finish and are saved; the rest stays pending."""
-    Run.objects.filter(pk=run.pk, status__in=[Run.QUEUED, Run.RUNNING, Run.PAUSED]).update(
-        status=Run.CANCELLED, finished=timezone.now()
-    )
+    run.cancel()
     run.refresh_from_db()
     announce(run)
     return run
 
 
 def resume_run(run, *, failed=True):
-    """Re-queue what is pending (and failed, unless told not to); finished calls are kept."""
+    """Re-queue what is pending (and failed, unless told not to); finished calls are kept.
+
+    A stopped run (paused, cancelled, ended) is queued again and its drivers start; a
+    run still going keeps its drivers, which pick up the failed tasks put back."""
     with transaction.atomic():
         if failed:
             # A new round gets fresh calls: the cached replies that failed are not reused.
             Task.objects.filter(run=run, status=Task.FAILED).release(error="", round=F("round") + 1)
-        Task.objects.filter(run=run, status__in=[Task.CANCELLED, Task.RUNNING]).release()
-        Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, finished=None, error="")
-        start_drivers(run)
+        run.refresh_from_db(fields=["status"])
+        if run.status in Run.STOPPED:
+            Task.objects.filter(run=run, status__in=[Task.CANCELLED, Task.RUNNING]).release()
+            if run.requeue():
+                start_drivers(run)
     run.refresh_from_db()
     announce(run)
     return run
@@ -147,12 +150,8 @@ def set_budget(run, amount):
         run.refresh_from_db()
         if run.status == Run.PAUSED:
             if costs.over_budget(run):
-                run.error = costs.paused_message(run.spent, run.budget)
-                Run.objects.filter(pk=run.pk).update(error=run.error)
-            else:
-                Run.objects.filter(pk=run.pk, status=Run.PAUSED).update(
-                    status=Run.QUEUED, error="", finished=None
-                )
+                run.pause(costs.paused_message(run.spent, run.budget))
+            elif run.requeue(leaving=[Run.PAUSED]):
                 start_drivers(run)
     run.refresh_from_db()
     announce(run)

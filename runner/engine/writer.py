@@ -127,11 +127,7 @@ def finish(run, spec, results, claim=None, claim_max=0):
                 insert_records(cur, run.pk, records, now)
     if not direct_n:
         return []
-    return list(
-        Task.objects.filter(run_id=run.pk, claim=claim, status=Task.RUNNING).values(
-            "id", "step", "variant", "context", "round"
-        )
-    )
+    return Task.objects.claimed(run.pk, claim)
 
 
 def _calls_made(r):
@@ -267,9 +263,7 @@ def settle(run, spec):
                 run_row.save(update_fields=fields)
         if made and i != last:
             return False  # new tasks to run
-    updated = Run.objects.filter(pk=run.pk, status=Run.RUNNING).update(
-        status=Run.COMPLETED, finished=timezone.now()
-    )
+    updated = run.complete()
     run.refresh_from_db()
     if updated:
         announce(run)

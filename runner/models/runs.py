@@ -87,6 +87,8 @@ class Run(models.Model):
         "paused",
     )
     STATUSES = [(s, s) for s in (QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, FAILED)]
+    OPEN = (QUEUED, RUNNING, PAUSED)  # a run that can still be cancelled or failed
+    STOPPED = (PAUSED, CANCELLED, COMPLETED, FAILED)  # a run that resume can queue again
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(
@@ -138,8 +140,77 @@ class Run(models.Model):
         """The run's spec, parsed once (every reader of a run's spec goes through this)."""
         return PipelineSpec.model_validate(self.spec)
 
+    # -- state changes: the only code that writes `status` -----------------------------
+    #
+    # Each is one guarded UPDATE (... WHERE status IN the states it may leave), so two
+    # workers, or a worker and a person, cannot both move the run; it returns whether
+    # it happened and, when it did, sets the same fields on this instance.
+
+    def _move(self, leaving, status, **fields):
+        changed = Run.objects.filter(pk=self.pk, status__in=leaving).update(status=status, **fields)
+        if changed:
+            self.status = status
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(changed)
+
+    def start(self):
+        """A driver picked up a queued run."""
+        return self._move([self.QUEUED], self.RUNNING, started=timezone.now())
+
+    def pause(self, reason):
+        """The budget is spent: stop claiming, say why (a paused run's reason may be updated)."""
+        return self._move([self.RUNNING, self.PAUSED], self.PAUSED, error=reason)
+
+    def complete(self):
+        """Nothing is left to do."""
+        return self._move([self.RUNNING], self.COMPLETED, finished=timezone.now())
+
+    def fail(self, reason):
+        """The run cannot go on (its spec or its providers are broken)."""
+        return self._move(self.OPEN, self.FAILED, error=reason, finished=timezone.now())
+
+    def cancel(self):
+        """Stop new claims; calls in flight finish and are saved."""
+        return self._move(self.OPEN, self.CANCELLED, finished=timezone.now())
+
+    def requeue(self, leaving=STOPPED):
+        """A run that stopped (paused, cancelled, ended) goes back to the queue for its drivers.
+
+        `leaving` narrows the states it may leave (a new budget requeues only a paused run)."""
+        return self._move(leaving, self.QUEUED, finished=None, error="")
+
 
 class TaskQuerySet(models.QuerySet):
+    def claim(self, run_id, n, token, lease_until):
+        """Claim up to `n` pending tasks of a run (deepest step first) under `token`.
+
+        One guarded UPDATE (pending -> running); returns the claimed rows as the
+        driver needs them. Safe with other drivers: a row goes to one claim only."""
+        ids = list(
+            self.filter(run_id=run_id, status=Task.PENDING)
+            .order_by("-step", "id")
+            .values_list("id", flat=True)[:n]
+        )
+        if not ids:
+            return []
+        self.filter(id__in=ids, status=Task.PENDING).update(
+            status=Task.RUNNING, claim=token, lease_until=lease_until
+        )
+        return self.claimed(run_id, token)
+
+    def claimed(self, run_id, token):
+        """The running tasks of a run held under `token`, as a driver starts them."""
+        return list(
+            self.filter(run_id=run_id, claim=token, status=Task.RUNNING).values(
+                "id", "step", "variant", "context", "round"
+            )
+        )
+
+    def renew(self, lease_until):
+        """Extend the lease of these tasks while they are still running."""
+        return self.filter(status=Task.RUNNING).update(lease_until=lease_until)
+
     def release(self, **extra):
         """Put these tasks back in the pending queue, free for any driver to claim."""
         return self.update(status=Task.PENDING, claim="", lease_until=None, **extra)
@@ -220,6 +291,16 @@ class Record(models.Model):
                 fields=["run", "review"], name="record_run_review"
             ),  # review counters and filters
         ]
+
+    @property
+    def current(self):
+        """What the record says now: the reviewer's edit, else what the run made."""
+        return self.current_of(self.data, self.edited)
+
+    @staticmethod
+    def current_of(data, edited):
+        """`current` for a record read as values (exports read many records that way)."""
+        return edited if edited is not None else data
 
     def lineage(self):
         """Task ids from the seed input to this record's task."""

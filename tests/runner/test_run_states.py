@@ -1,0 +1,153 @@
+"""A run's state changes: one guarded update each, refused from a state it may not leave."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from runner import engine
+from runner.models import Provider, Run, Task
+from runner.spec.builder import PipelineBuilder, Step
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """Drivers the engine asked for (no worker runs in these tests)."""
+    calls = []
+    monkeypatch.setattr(
+        "runner.engine.lifecycle.start_drivers", lambda run, count=None: calls.append(run.pk)
+    )
+    return calls
+
+
+def make_run(owner, status=Run.QUEUED, topics=2):
+    provider = Provider.objects.create(
+        owner=owner, name=f"p{Provider.objects.count()}", base_url="http://127.0.0.1:9/v1"
+    )
+    p = PipelineBuilder("t") << Step("Say {{topic}}", name="say", output_key="said")
+    spec = p.build()
+    run = Run.objects.create(
+        owner=owner, spec=spec.to_dict(), providers={"*": provider.pk}, status=status
+    )
+    Task.objects.bulk_create(
+        [Task(run=run, step=0, key=f"in:{i}", seq=f"{i:08d}") for i in range(topics)]
+    )
+    return run
+
+
+def status_of(run):
+    return Run.objects.values_list("status", flat=True).get(pk=run.pk)
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "allowed"),
+    [
+        ("start", (), {Run.QUEUED}),
+        ("pause", ("spent",), {Run.RUNNING, Run.PAUSED}),
+        ("complete", (), {Run.RUNNING}),
+        ("fail", ("broken",), {Run.QUEUED, Run.RUNNING, Run.PAUSED}),
+        ("cancel", (), {Run.QUEUED, Run.RUNNING, Run.PAUSED}),
+        ("requeue", (), {Run.PAUSED, Run.CANCELLED, Run.COMPLETED, Run.FAILED}),
+    ],
+)
+def test_each_change_happens_only_from_the_states_it_may_leave(owner, method, args, allowed):
+    targets = {
+        "start": Run.RUNNING,
+        "pause": Run.PAUSED,
+        "complete": Run.COMPLETED,
+        "fail": Run.FAILED,
+        "cancel": Run.CANCELLED,
+        "requeue": Run.QUEUED,
+    }
+    for status, _ in Run.STATUSES:
+        run = make_run(owner, status)
+        changed = getattr(run, method)(*args)
+        assert changed == (status in allowed), (method, status)
+        assert status_of(run) == (targets[method] if changed else status), (method, status)
+        # the instance follows the row when it changed, and keeps its state when not
+        assert run.status == status_of(run)
+
+
+def test_a_change_sees_the_row_not_a_stale_copy(owner):
+    run = make_run(owner, Run.RUNNING)
+    stale = Run.objects.get(pk=run.pk)
+    assert run.cancel()
+    assert not stale.complete()  # another worker's old copy cannot complete a cancelled run
+    assert status_of(run) == Run.CANCELLED
+
+
+def test_fields_move_with_the_state(owner):
+    run = make_run(owner, Run.QUEUED)
+    assert run.start() and run.started is not None
+    assert run.pause("Paused: spent $1.00 of the $1.00 budget")
+    run.refresh_from_db()
+    assert run.error.startswith("Paused") and run.finished is None
+    assert run.requeue()
+    run.refresh_from_db()
+    assert run.error == "" and run.status == Run.QUEUED
+    assert run.start() and run.complete()
+    run.refresh_from_db()
+    assert run.finished is not None
+    assert run.requeue()
+    run.refresh_from_db()
+    assert run.finished is None
+
+
+def test_fail_says_why(owner):
+    run = make_run(owner, Run.RUNNING)
+    assert run.fail("the provider of step 1 no longer exists")
+    run.refresh_from_db()
+    assert run.status == Run.FAILED and "no longer exists" in run.error and run.finished
+
+
+def test_resume_of_a_running_run_keeps_its_drivers_and_its_calls_in_flight(owner, started):
+    run = make_run(owner, Run.RUNNING, topics=3)
+    first, second, third = Task.objects.filter(run=run).order_by("id")
+    Task.objects.filter(pk=first.pk).update(status=Task.RUNNING, claim="d1:1")
+    Task.objects.filter(pk=second.pk).update(status=Task.FAILED, error="boom")
+    engine.resume_run(run)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert status_of(run) == Run.RUNNING  # not sent back to the queue under its driver
+    assert first.status == Task.RUNNING and first.claim == "d1:1"  # its call is still in flight
+    assert second.status == Task.PENDING and second.round == 1  # the driver picks it up
+    assert started == []  # the run's own drivers are still going
+
+
+def test_resume_of_a_cancelled_run_queues_it_and_starts_drivers(owner, started):
+    run = make_run(owner, Run.CANCELLED, topics=2)
+    first = Task.objects.filter(run=run).order_by("id").first()
+    Task.objects.filter(pk=first.pk).update(status=Task.RUNNING, claim="gone:1")
+    engine.resume_run(run, failed=False)
+    first.refresh_from_db()
+    assert status_of(run) == Run.QUEUED and started == [run.pk]
+    assert first.status == Task.PENDING and first.claim == ""
+
+
+def test_a_new_budget_requeues_only_a_paused_run(owner, started):
+    run = make_run(owner, Run.CANCELLED)
+    engine.set_budget(run, "5")
+    assert status_of(run) == Run.CANCELLED and started == []
+    run = make_run(owner, Run.PAUSED)
+    engine.set_budget(run, "5")
+    assert status_of(run) == Run.QUEUED and started == [run.pk]
+
+
+def test_tasks_are_claimed_once_renewed_and_released(owner):
+    run = make_run(owner, Run.RUNNING, topics=5)
+    lease = timezone.now() + timedelta(seconds=60)
+    mine = Task.objects.claim(run.pk, 3, "a:1", lease)
+    theirs = Task.objects.claim(run.pk, 10, "b:1", lease)
+    assert len(mine) == 3 and len(theirs) == 2
+    assert not {r["id"] for r in mine} & {r["id"] for r in theirs}
+    assert Task.objects.claim(run.pk, 10, "c:1", lease) == []
+    later = lease + timedelta(seconds=60)
+    ids = [r["id"] for r in mine]
+    assert Task.objects.filter(id__in=ids).renew(later) == 3
+    assert set(Task.objects.filter(id__in=ids).values_list("lease_until", flat=True)) == {later}
+    Task.objects.filter(id__in=ids[:1]).update(status=Task.DONE)
+    assert Task.objects.filter(id__in=ids).renew(later) == 2  # a finished task keeps no lease
+    assert Task.objects.filter(claim="b:1").release() == 2
+    assert Task.objects.filter(run=run, status=Task.PENDING).count() == 2

@@ -94,21 +94,31 @@ $(LOCAL_STAMP): $(STAMP) requirements-local.txt
 # Real Redis and Debian's chromium (driven by Playwright) for the integration and
 # browser tests. Installed with apt as root; anyone else gets a warning.
 system-test-deps:
-	@if ! command -v redis-server >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then \
+	@if ! command -v redis-server >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ] \
+	   || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server chromium; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server chromium postgresql; \
 	  else \
 	    echo "warning: redis-server or /usr/bin/chromium is missing and cannot be installed without root:" >&2; \
-	    echo "         sudo apt-get install redis-server chromium   (tests needing them may be skipped)" >&2; \
+	    echo "         sudo apt-get install redis-server chromium postgresql" >&2; \
 	  fi; \
 	fi
 
 run: venv $(WANT_LOCAL)
 	LOCAL_MODEL=$(LOCAL_MODEL) $(PY) scripts/services.py run $(if $(PORT),--port $(PORT))
 
-# Two separate pytest runs; zero browser tests (exit code 5) is not a failure.
+# The database paths, run a second time on a private PostgreSQL server the tests start
+# (TEST_POSTGRES=1, tests/pg.py): the engine's SQL, real workers, review and export.
+PG_TESTS := tests/runner/test_database.py tests/runner/test_engine_db.py \
+	tests/runner/test_run_states.py tests/integration/test_seed_pipelines.py \
+	tests/integration/test_failures.py tests/integration/test_concurrency.py \
+	tests/integration/test_budget.py tests/integration/test_callbacks_e2e.py \
+	tests/designer/test_runs.py tests/designer/test_review.py tests/designer/test_export.py
+
+# Separate pytest runs; zero browser tests (exit code 5) is not a failure.
 test: system-test-deps test-deps $(WANT_LOCAL)
 	$(PY) -m pytest tests -m "not browser" -q
+	TEST_POSTGRES=1 $(PY) -m pytest $(PG_TESTS) -m "not browser" -q
 	@echo '$(PY) -m pytest tests -m browser -q'; \
 	rc=0; $(PY) -m pytest tests -m browser -q || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "(no browser tests collected)"; exit 0; fi; \

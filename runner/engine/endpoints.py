@@ -39,25 +39,6 @@ def builtin_default():
     )
 
 
-def default_provider():
-    """The provider every user has without adding one, for pages to show; None when unset.
-
-    {"name", "base_url", "model", "builtin", "free"}: under `make run` this is the
-    built-in SmolLM2-135M model, ready with no key."""
-    if not settings.DEFAULT_LLM_BASE_URL:
-        return None
-    builtin = builtin_default()
-    model = settings.DEFAULT_LLM_MODEL
-    prices = settings.DEFAULT_LLM_PRICES or {}
-    return {
-        "name": "Built-in model (SmolLM2-135M, runs on this machine)" if builtin else "Default",
-        "base_url": settings.DEFAULT_LLM_BASE_URL,
-        "model": model,
-        "builtin": builtin,
-        "free": builtin or prices.get("*") == [0, 0],
-    }
-
-
 def default_endpoint(model, concurrency=None):
     """The endpoint of DEFAULT_LLM_BASE_URL (the built-in local model under `make run`)."""
     url = settings.DEFAULT_LLM_BASE_URL

@@ -227,12 +227,6 @@ class RateGate:
     def limited(self):
         return self.limit_requests or self.limit_tokens
 
-    def report(self):
-        """(started, 429s, longest Retry-After) since the last report; resets them."""
-        out = (self.started, self.n429, self.retry_after)
-        self.started, self.n429, self.retry_after = 0, 0, 0.0
-        return out
-
     def need(self):
         """(requests, tokens) the waiting calls need beyond what is held."""
         tokens = self.need_tokens - self.tokens if self.limit_tokens else 0.0

@@ -197,10 +197,6 @@ def register(name):
     return deco
 
 
-def registered_names():
-    return sorted(_REGISTRY)
-
-
 def resolve_python_callback(name):
     if name in _REGISTRY:
         return _REGISTRY[name]

@@ -22,6 +22,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
+from runner.export import in_order, record_keys
 from runner.models import Record
 
 from .access import run_for
@@ -139,11 +140,10 @@ def records_table(request, code):
     qs, filters = record_filters(run, request.GET)
     qs = with_lineage(qs, run).order_by("seq", "id")
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    columns = []
+    seen = set()
     for rec in page:
-        for k in rec.current:
-            if k not in columns:
-                columns.append(k)
+        seen.update(rec.current)
+    columns = list(in_order(dict.fromkeys(seen), record_keys(run)))
     rows = []
     for rec in page:
         current = rec.current
@@ -229,7 +229,7 @@ def _review_page(request, run, record=None, edit_errors=None, edit_values=None):
     current = {}
     fields = []
     if record is not None:
-        current = record.current
+        current = in_order(record.current, record_keys(run))
         for k, v in current.items():
             original = record.data.get(k)
             fields.append(

@@ -95,21 +95,22 @@ class Options:
 
 
 def record_keys(run):
-    """The fields of the run's records, in the order they were made (seed input first)."""
-    keys = []
+    """The fields of the run's records in the order they were made (seed input first).
+
+    From the spec, not from a stored record: PostgreSQL's jsonb keeps no key order.
+    Fields the spec cannot tell (a Python callback's) follow, sorted, from the first record."""
+    keys = list(run.spec_obj.record_fields() or [])
     first = Record.objects.filter(run_id=run.pk).order_by("seq").values("data").first()
     if first:
-        keys = list(first["data"])
-    try:
-        spec = run.spec_obj
-        contexts = spec.contexts()
-    except Exception:  # an old or odd spec: the first record is enough
-        return keys
-    if contexts and contexts[-1] is not None:
-        for k in sorted(contexts[-1]) + spec.steps[-1].result_keys():
-            if k not in keys:
-                keys.append(k)
+        keys += sorted(k for k in first["data"] if k not in keys)
     return keys
+
+
+def in_order(data, keys):
+    """`data` with its fields in the order of `keys`, any others after them, sorted."""
+    out = {k: data[k] for k in keys if k in data}
+    out.update((k, data[k]) for k in sorted(data) if k not in out)
+    return out
 
 
 def default_chat_fields(run):
@@ -210,9 +211,12 @@ class Export:
 
     def _plain(self):
         o = self.options
+        order = record_keys(self.run) if o.fields is None else None
         for r in iter_records(self.run, o.accepted_only):
             data = r["current"]
-            row = dict(data) if o.fields is None else {n: data.get(s) for s, n in o.fields}
+            row = (
+                in_order(data, order) if o.fields is None else {n: data.get(s) for s, n in o.fields}
+            )
             if o.meta:
                 row["_meta"] = _meta(self.run, r)
             yield row
@@ -306,11 +310,11 @@ class Export:
         elif o.fields is not None:
             base = [n for _, n in o.fields]
         else:  # one pass over the records for their keys, one to write
-            base = []
+            base = record_keys(self.run)
+            extra = set()
             for r in iter_records(self.run, o.accepted_only):
-                for k in r["current"]:
-                    if k not in base:
-                        base.append(k)
+                extra.update(k for k in r["current"] if k not in base)
+            base += sorted(extra)
         if o.meta:
             keys = PAIR_META_KEYS if o.shape == "preference" else META_KEYS
             base += [f"_meta_{k}" for k in keys]

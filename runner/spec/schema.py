@@ -172,18 +172,29 @@ class PipelineSpec(_Model):
 
     def contexts(self):
         """For each step, the set of keys its tasks carry, or None when unknown."""
+        return [None if keys is None else set(keys) for keys in self._key_orders()[:-1]]
+
+    def record_fields(self):
+        """The fields of this pipeline's records in the order they are made (inputs first).
+
+        None when a Python callback hides what it makes."""
+        return self._key_orders()[-1]
+
+    def _key_orders(self):
+        """The keys tasks carry before each step, in the order made, then a record's keys."""
         out = []
-        ctx = set(self.first_step_keys())
+        keys = list(self.first_step_keys())
         for step in self.steps:
-            out.append(None if ctx is None else set(ctx))
+            out.append(None if keys is None else list(keys))
             cb = step.callback
-            new = set(step.result_keys())
+            new = step.result_keys()
             if cb.type in ("aggregate", "flatten"):
-                ctx = new | ({cb.group_by} if cb.group_by else set())
+                keys = ([cb.group_by] if cb.group_by else []) + [k for k in new if k != cb.group_by]
             elif cb.type == "python":
-                ctx = new if cb.produces is not None else None
-            elif ctx is not None:
-                ctx = ctx | new
+                keys = list(new) if cb.produces is not None else None
+            elif keys is not None:
+                keys = keys + [k for k in new if k not in keys]
+        out.append(keys)
         return out
 
     def problems(self):

@@ -67,6 +67,8 @@ class Result:
     attempts: list = field(default_factory=list)
     cached: bool = False
     cost: float = 0.0  # micro-dollars
+    trace: list | None = None  # a workflow's sub-calls in order (None: a one-prompt step)
+    warning: str = ""  # the workflow stopped at a limit but returned what it had
 
 
 def cache_key(job, parse_try):

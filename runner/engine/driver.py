@@ -8,8 +8,6 @@ heartbeat, its concurrency slots and its rate grants (`limits`), never per call.
 A run with a budget is paused by the driver that sees its spend reach it.
 """
 
-import hashlib
-import json
 import logging
 import queue
 import threading
@@ -21,12 +19,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from runner.models import Run, Task
-from runner.providers import CompletionRequest
-from runner.spec import OutputFormat, templating
 from runner.spec import money as costs
 
-from . import aio, limits
-from .calls import CallRunner, Job, Result, cache_key, completion_from_json
+from . import aio, limits, workflows
+from .calls import CallRunner, Result, cache_key, completion_from_json
 from .endpoints import resolve_endpoints
 from .ports import announce
 from .writer import finish, settle
@@ -293,71 +289,30 @@ class Driver:
         return len(rows)
 
     def _start(self, rows):
-        """Render the prompts of claimed tasks and hand their calls to the loop."""
-        jobs, failed = [], []
-        for row in rows:
-            try:
-                jobs.append(self._job(row))
-            except templating.TemplateError as exc:
-                failed.append(
-                    Result(row["id"], False, [], error=f"the prompt could not be filled in: {exc}")
-                )
-        if jobs:
-            self._prefetch(jobs)
-        for job in jobs:
-            fut = aio.submit(self.calls.execute(job))
-            self.inflight[job.task_id] = fut
+        """Build the first call of each claimed task's workflow and hand the tasks to the loop."""
+        plans = [self._plan(row) for row in rows]
+        self._prefetch([p.first for p in plans if p.first is not None])
+        for plan in plans:
+            fut = aio.submit(workflows.execute(self.calls, plan))
+            self.inflight[plan.task_id] = fut
             fut.add_done_callback(self._done)
-        for r in failed:
-            self.results.put(r)
 
-    def _job(self, row):
+    def _plan(self, row):
         step = self.spec.steps[row["step"]]
-        ep = self.endpoints[row["step"]]
-        ctx = row["context"]
-        messages = []
-        if step.system:
-            messages.append({"role": "system", "content": templating.render(step.system, ctx)})
-        messages.append({"role": "user", "content": templating.render(step.prompt, ctx)})
-        fmt = str(step.output_format)
-        schema = step.output_schema
-        chars = sum(len(m["content"]) for m in messages)
-        if fmt == OutputFormat.JSON_LIST:
-            json_schema = {"type": "array"}
-        elif fmt == OutputFormat.JSON_OBJECT:
-            json_schema = schema or {"type": "object"}
-        else:
-            json_schema = None
-        p = step.params
-        request = CompletionRequest(
-            model=ep.model,
-            messages=messages,
-            temperature=p.temperature,
-            max_tokens=p.max_tokens,
-            top_p=p.top_p,
-            json_mode=json_schema is not None,
-            json_schema=json_schema,
-            timeout=p.timeout or 120.0,
-        )
-        ident = json.dumps(
-            [ep.base_url, ep.model, p.model_dump(), messages, fmt, row["variant"], row["round"]],
-            sort_keys=True,
-            ensure_ascii=False,
-        )
-        digest = hashlib.sha256(ident.encode()).hexdigest()[:32]
-        return Job(
+        plan = workflows.Plan(
+            self.run_id,
             row["id"],
             row["step"],
             row["variant"],
-            messages,
-            request,
-            fmt,
-            schema,
-            f"pd:call:{self.run_id}:{digest}",
-            ep.pool,
-            fallbacks=ep.fallbacks,
-            tokens=self.calls.estimate_tokens(ep.pool, request, chars),
+            row["round"],
+            row["context"],
+            step.as_workflow(),
+            self.endpoints[row["step"]],
+            step.params,
+            self.calls.estimate_tokens,
+            single=step.workflow is None,
         )
+        return workflows.prepare(plan)
 
     def _prefetch(self, jobs):
         """One round trip: replies already paid for (a dead worker's, or an identical call's)."""

@@ -73,7 +73,8 @@ _RECORDS = _Insert(
 _FINISH = (
     f"UPDATE {Task._meta.db_table} SET status=%s, messages=%s, raw_output=%s, parsed=%s, "
     "error=%s, model=%s, attempts=attempts+%s, attempt_log=%s, tokens_in=%s, tokens_out=%s, "
-    "latency_ms=%s, cost=%s, cached=%s, finished=%s, lease_until=NULL WHERE id=%s AND status=%s"
+    "latency_ms=%s, cost=%s, cached=%s, trace=%s, warning=%s, finished=%s, lease_until=NULL "
+    "WHERE id=%s AND status=%s"
 )
 
 
@@ -134,6 +135,8 @@ def finish(run, spec, results, claim=None, claim_max=0):
             r.latency_ms,
             r.cost,
             r.cached,
+            json_value(r.trace, None) if r.trace is not None else None,
+            r.warning,
             finished_at,
             r.task_id,
             Task.RUNNING,
@@ -177,7 +180,8 @@ def finish(run, spec, results, claim=None, claim_max=0):
 def _calls_made(r):
     if r.cached:
         return 0
-    return max(1, len([a for a in r.attempts if not a.get("parse") and not a.get("fallback")]))
+    made = len([a for a in r.attempts if not a.get("parse") and not a.get("fallback")])
+    return made if r.trace is not None else max(1, made)
 
 
 def _add_spend(run, cost, exact):

@@ -252,6 +252,9 @@ class Task(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     cost = models.FloatField(default=0)  # micro-dollars (USD x 1e6); 0 when no price is set
     cached = models.BooleanField(default=False)  # answered from an identical call in this run
+    # A workflow step's sub-calls in order: prompt as sent, reply, memory after it, tokens, time.
+    trace = models.JSONField(null=True, blank=True)
+    warning = models.TextField(blank=True, default="")  # done, but stopped at a workflow limit
     created = models.DateTimeField(default=timezone.now)
     finished = models.DateTimeField(null=True, blank=True)
 

@@ -75,7 +75,9 @@ def children_of(step, out: Output):
     cb = step.callback
     t = cb.type
     ctx = out.context
-    if t == "default":
+    if t == "default" and step.returns_object:  # several return keys, each under its name
+        items = [{**ctx, **(out.parsed if isinstance(out.parsed, dict) else {})}]
+    elif t == "default":
         items = [{**ctx, step.output_key: out.parsed}]
     elif t == "broadcast":
         items = [{**ctx, step.output_key: out.parsed} for _ in range(cb.n or 1)]

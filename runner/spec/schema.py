@@ -10,15 +10,15 @@ with one plain sentence per problem, each naming the step it is about.
 """
 
 import json
-import re
-from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from . import templating
+from . import workflow as wf
+from .workflow import KEY_RE, OutputFormat, WorkflowSpec
+from .workflow import Strict as _Model
 
-KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 SPEC_VERSION = 1
 
 
@@ -26,12 +26,6 @@ class SpecError(ValueError):
     def __init__(self, problems):
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
-
-
-class OutputFormat(StrEnum):
-    TEXT = "text"
-    JSON_LIST = "json_list"
-    JSON_OBJECT = "json_object"
 
 
 CallbackType = Literal[
@@ -62,10 +56,6 @@ FAN = {
 WAITING_CALLBACKS = {"aggregate", "flatten", "python"}
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class ModelRef(_Model):
     provider: str = "default"
     name: str = ""  # empty: the provider's default model
@@ -94,9 +84,15 @@ class CallbackSpec(_Model):
 
 
 class StepSpec(_Model):
+    """One step: a prompt, or a workflow of several (`workflow`), and its callback.
+
+    A workflow step's output key defaults to its return value, and its output format
+    is the return value's shape (a list, an object, text)."""
+
     name: str = Field(min_length=1, max_length=100)
-    prompt: str = Field(min_length=1, max_length=100_000)
+    prompt: str = Field(max_length=100_000)  # "" for a workflow step
     system: str = Field(default="", max_length=100_000)
+    workflow: WorkflowSpec | None = None
     model: ModelRef = Field(default_factory=ModelRef)
     params: ModelParams = Field(default_factory=ModelParams)
     output_format: OutputFormat = OutputFormat.TEXT
@@ -104,9 +100,46 @@ class StepSpec(_Model):
     output_key: str
     callback: CallbackSpec = Field(default_factory=CallbackSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _workflow_defaults(cls, data):
+        flow = data.get("workflow") if isinstance(data, dict) else None
+        if flow is not None and "prompt" not in data:
+            data = {**data, "prompt": ""}
+        if isinstance(flow, dict) and not data.get("output_key"):
+            returns = flow.get("return_value")
+            returns = [returns] if isinstance(returns, str) else returns
+            if isinstance(returns, list) and returns and isinstance(returns[0], str):
+                data = {**data, "output_key": returns[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _workflow_format(self):
+        if self.workflow is not None:
+            self.output_format = self.workflow.output_format()
+        return self
+
+    def as_workflow(self):
+        """What the engine runs for one input: the step's workflow (one prompt: one task)."""
+        return self.workflow if self.workflow is not None else wf.one_task(self)
+
+    @property
+    def returns_object(self):
+        """True when the output is several named keys, each landing under its own name."""
+        return self.workflow is not None and len(self.workflow.return_value) > 1
+
+    def prompt_variables(self):
+        """Keys the step reads from its tasks' context (TemplateError when a prompt is broken)."""
+        if self.workflow is None:
+            return templating.variables(self.prompt) | templating.variables(self.system)
+        written = self.workflow.written()
+        return set().union(*(t.reads() for t in self.workflow.tasks)) - written
+
     def result_keys(self):
         """The keys this step's callback adds to (or sets on) its children's context."""
         cb = self.callback
+        if cb.type == "default" and self.returns_object:
+            return list(self.workflow.return_value)
         if cb.type in ("scatter", "split", "split_lines"):
             return [cb.item_key or self.output_key]
         if cb.type in ("aggregate", "flatten", "pick"):
@@ -165,7 +198,7 @@ class PipelineSpec(_Model):
             return []
         first = self.steps[0]
         try:
-            names = templating.variables(first.prompt) | templating.variables(first.system)
+            names = first.prompt_variables()
         except templating.TemplateError:
             return []
         return sorted(names)
@@ -244,6 +277,15 @@ class PipelineSpec(_Model):
                     )
             if step.output_schema is not None and step.output_format != OutputFormat.JSON_OBJECT:
                 out.append(f"{where}: a schema only applies to the 'JSON object' output format")
+            if step.workflow is not None:
+                if step.prompt or step.system:
+                    out.append(
+                        f"{where}: a step has a prompt or a workflow, not both; clear the prompt"
+                    )
+                out.extend(f"{where}: {p}" for _, _, p in wf.problems(step.workflow, ctx))
+                continue
+            if not step.prompt:
+                out.append(f"{where}: prompt is missing")
             for field_name in ("prompt", "system"):
                 source = getattr(step, field_name)
                 try:

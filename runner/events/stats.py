@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from runner.engine import limits
 from runner.models import Provider, Record, Task
+from runner.spec import estimate
+from runner.spec.money import fmt_dollars
 
 WINDOW_SECONDS = 10  # calls per second are counted over this many recent seconds
 FAILURE_REASONS = 20  # the most common reasons the state carries
@@ -20,12 +22,7 @@ REASON_CHARS = 300
 WAITING = {"aggregate", "flatten", "python"}  # callbacks that make children when their step ends
 
 
-def has_cost():
-    """True when tasks carry a cost (micro-dollars, 0 for a model without a price)."""
-    return any(f.name == "cost" for f in Task._meta.concrete_fields)
-
-
-def priced(run, spent=0.0):
+def priced(run, spent=0):
     """Whether the run's cost means anything: it has spent, or one of its providers has prices."""
     if spent:
         return True
@@ -37,7 +34,6 @@ def run_state(run, now=None):
     """The current state of a run, as the run page and the command line show it."""
     now = now or timezone.now()
     spec_steps = run.spec.get("steps", [])
-    pricing = has_cost()
     steps = [
         {
             "index": i,
@@ -51,15 +47,14 @@ def run_state(run, now=None):
         }
         for i, s in enumerate(spec_steps)
     ]
-    step_costs = [0.0] * len(steps)  # micro-dollars
+    step_costs = [0] * len(steps)  # micro-dollars
     aggregates = {
         "n": Count("id"),
         "tin": Sum("tokens_in"),
         "tout": Sum("tokens_out"),
         "calls": Sum("attempts"),
+        "cost": Sum("cost"),
     }
-    if pricing:
-        aggregates["cost"] = Sum("cost")
     rows = (
         Task.objects.filter(run_id=run.pk)
         .values("step", "status")
@@ -73,8 +68,7 @@ def run_state(run, now=None):
             st["tokens_in"] += row["tin"] or 0
             st["tokens_out"] += row["tout"] or 0
             st["calls"] += row["calls"] or 0
-            if pricing:
-                step_costs[row["step"]] += float(row["cost"] or 0)
+            step_costs[row["step"]] += row["cost"] or 0
 
     elapsed = _elapsed(run, now)
     active = run.is_active
@@ -137,10 +131,10 @@ def run_state(run, now=None):
         "finished": run.finished.isoformat() if run.finished else None,
     }
     spent = sum(step_costs)
-    if pricing and priced(run, spent):
-        state["cost"] = round(spent / 1e6, 6)  # dollars
+    if priced(run, spent):  # micro-dollars, and in words for the page (its script shows the text)
+        state["cost_micro"], state["cost_text"] = spent, fmt_dollars(spent)
         for st, micro in zip(steps, step_costs, strict=True):
-            st["cost"] = round(micro / 1e6, 6)
+            st["cost_micro"], st["cost_text"] = micro, fmt_dollars(micro)
     return state
 
 
@@ -154,9 +148,15 @@ def _elapsed(run, now):
 def _project(steps, spec_steps, run):
     """How many tasks each step will have in the end, from what its parents made so far.
 
-    Exact for one-to-one and broadcast; scatter and split use the fan-out seen so
-    far (1 until a parent has finished); waiting callbacks make at least one task.
+    A parent that has finished counts the children it made; one still open counts
+    the estimator's fan-out per task (`runner.spec.estimate.count`: the number its
+    prompt asks for, n copies for broadcast, one for one-to-one). Waiting callbacks
+    make at least one task.
     """
+    try:
+        planned = estimate.count(run.spec_obj, run.inputs)
+    except Exception:  # a spec the estimator cannot read: one child per parent
+        planned = []
     aggregated = set(run.aggregated or [])
     for i, st in enumerate(steps):
         c = st["counts"]
@@ -180,9 +180,8 @@ def _project(steps, spec_steps, run):
         elif kind == "broadcast":
             fan = float(cb.get("n") or 1)
         else:
-            done = prev["counts"][Task.DONE]
-            fan = total / done if done else 1.0
-        st["expected"] = total + round(fan * open_parents)
+            fan = planned[i - 1].per_task if len(planned) >= i else 1.0
+        st["expected"] = total + round((fan or 1.0) * open_parents)
 
 
 def failure_summary(run, limit=None):

@@ -36,10 +36,10 @@ INPUT_RENDERED = 200  # the first step's prompt is rendered for this many inputs
 UNKNOWN_CHARS = 50  # a variable whose size nothing tells
 
 # Typical reply sizes, in tokens (what a chat model writes when asked so).
-LIST_ITEM_TOKENS = 20  # one item of a JSON list: a short phrase or sentence, quotes and comma
+LIST_ITEM_TOKENS = 15  # one item of a JSON list: a phrase of a few words, or a short question
 LIST_FRAMING_TOKENS = 4  # the brackets around it
-SHORT_TEXT_TOKENS = 30  # a reply asked to be one question, sentence, title or line
-TEXT_TOKENS = 200  # any other text reply: a paragraph or two (about 150 words)
+SHORT_TEXT_TOKENS = 25  # a reply asked to be one question, sentence, title or line (~20 words)
+TEXT_TOKENS = 150  # any other text reply: a paragraph (about 110 words)
 OBJECT_TOKENS = 150  # a JSON object
 REPLY_SIZES = {
     "list": f"a list item ~{LIST_ITEM_TOKENS} tokens",

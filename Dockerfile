@@ -10,9 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so code changes do not reinstall them.
-COPY requirements.txt ./
-RUN pip install -r requirements.txt "psycopg[binary]>=3.1,<4"
+# Dependencies first, so code changes do not reinstall them: the same lock `make`
+# installs (compiled from pyproject.toml by `make lock`, pinned with hashes; it
+# includes psycopg for PostgreSQL).
+COPY requirements.lock ./
+RUN pip install -r requirements.lock
 
 # The application, listed one by one so that .venv/, var/ (the local database and
 # secret key) and .git/ never end up in the image.

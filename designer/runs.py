@@ -109,10 +109,8 @@ def run_list(request):
         "failed": Count("id", filter=Q(status=Task.FAILED)),
         "calls": Sum("attempts"),
         "tokens": Sum("tokens_in") + Sum("tokens_out"),
+        "cost": Sum("cost"),
     }
-    pricing = stats.has_cost()
-    if pricing:
-        aggregates["cost"] = Sum("cost")
     counts = {
         row["run_id"]: row
         for row in Task.objects.filter(run_id__in=[r.pk for r in page])
@@ -137,10 +135,10 @@ def run_list(request):
                 "calls": c.get("calls") or 0,
                 "tokens": c.get("tokens") or 0,
                 "duration": duration(r.started, r.finished),
-                "cost": c["cost"] / 1e6 if pricing and c.get("cost") else None,
+                "cost": money.fmt_dollars(c["cost"]) if c.get("cost") else None,
             }
         )
-    return render(request, "runs/list.html", {"page": page, "rows": rows, "has_cost": pricing})
+    return render(request, "runs/list.html", {"page": page, "rows": rows})
 
 
 # -- one run, live --------------------------------------------------------------------
@@ -171,10 +169,10 @@ def parse_budget(text):
 
 
 def spend(run, state):
-    """What the run has spent in dollars: live from the state when it has a cost."""
-    if state.get("cost") is not None:
-        return state["cost"]
-    return run.spent_dollars
+    """What the run has spent in micro-dollars: live from the state when it has a cost."""
+    if state.get("cost_micro") is not None:
+        return state["cost_micro"]
+    return run.spent
 
 
 @login_required
@@ -182,6 +180,7 @@ def run_detail(request, code):
     run = run_for(request.user, code)
     state = stats.run_state(run)
     spent = spend(run, state)
+    budget = run.budget_micro
     return render(
         request,
         "runs/detail.html",
@@ -193,7 +192,8 @@ def run_detail(request, code):
             "elapsed": duration(run.started, run.finished) or "-",
             "ws_path": f"/ws/runs/{run.code}/",
             "spent": money.fmt_dollars(spent),
-            "budget": money.fmt_dollars(run.budget) if run.budget is not None else "",
+            "budget": "" if budget is None else money.fmt_dollars(budget),
+            "budget_dollars": None if budget is None else money.dollars(budget),
             "paused": run.status == Run.PAUSED,
         },
     )
@@ -249,12 +249,12 @@ def run_budget(request, code):
         return redirect("designer:run-detail", code=run.code)
     was_paused = run.status == Run.PAUSED
     run = engine.set_budget(run, amount)
-    shown = money.fmt_dollars(amount)
+    shown = money.fmt_dollars(run.budget_micro)
     if run.status == Run.PAUSED:
         messages.error(
             request,
             f"The budget is now {shown}, but the run has already spent "
-            f"{money.fmt_dollars(run.spent_dollars)}: it stays paused. Raise it further to go on.",
+            f"{money.fmt_dollars(run.spent)}: it stays paused. Raise it further to go on.",
         )
     elif was_paused:
         messages.success(request, f"The budget is now {shown}: the run goes on.")

@@ -25,7 +25,7 @@ from runner.providers import (
     build_provider,
     complete_with_retries,
 )
-from runner.spec.money import price_for
+from runner.spec.money import price_for, priced_cost
 from runner.spec.parsing import ParseError, parse_output
 
 from .limits import RateGate, RateWaitTimeout
@@ -66,7 +66,7 @@ class Result:
     latency_ms: int = 0
     attempts: list = field(default_factory=list)
     cached: bool = False
-    cost: float = 0.0  # micro-dollars
+    cost: int = 0  # micro-dollars
     trace: list | None = None  # a workflow's sub-calls in order (None: a one-prompt step)
     warning: str = ""  # the workflow stopped at a limit but returned what it had
 
@@ -318,17 +318,17 @@ class CallRunner:
         """What a call cost, in micro-dollars, priced by the model asked (else the one that answered)."""
         prices = self.endpoints[job.pool].prices
         if not prices:
-            return 0.0
+            return 0
         model = completion.requested or completion.model
         price = price_for(prices, model) or price_for(prices, completion.model)
         if price is None:
-            return 0.0
-        return completion.tokens_in * price[0] + completion.tokens_out * price[1]
+            return 0
+        return priced_cost(price, completion.tokens_in, completion.tokens_out)
 
     async def execute(self, job):
         attempts = []
         last_text, reason, completion = "", "", None
-        spent = 0.0
+        spent = 0
         for parse_try in range(self.parse_tries):
             try:
                 completion, cached = await self._call(job, parse_try, attempts)

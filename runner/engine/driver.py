@@ -60,7 +60,7 @@ class Driver:
             "report": 0.0,
         }
         self.reported = {}  # pool -> (calls started, 429s) already told to Redis
-        self.paid = [0.0, 0]  # cost and count of the calls this driver made
+        self.paid = [0, 0]  # cost (micro-dollars) and count of the calls this driver made
 
     # setup
 
@@ -75,7 +75,7 @@ class Driver:
             self.wanted[ep.pool] = max(
                 self.wanted.get(ep.pool, 0), min(ep.concurrency, settings.RUNNER_MAX_INFLIGHT)
             )
-        self.budget = costs.budget_micro(self.run.budget)
+        self.budget = self.run.budget_micro
         self.priced = any(ep.prices for ep in self.endpoints)
         self.stopping_now = False
 
@@ -103,7 +103,7 @@ class Driver:
         self.run.start()
         log.info("driver %s starts run %s", self.id, self.run_id)
         try:
-            if costs.over_budget(self.run) and self._pause():
+            if costs.over_budget(self.run.spent, self.budget) and self._pause():
                 return
             self._loop()
         finally:
@@ -158,7 +158,7 @@ class Driver:
             return 0 if self.inflight else min(n, 8)
         if not cost:
             return n
-        room = int(left / (cost / count)) - len(self.inflight)
+        room = left * count // cost - len(self.inflight)
         return max(0, min(n, room)) if self.inflight else max(1, min(n, room))
 
     def _pause(self):
@@ -168,10 +168,10 @@ class Driver:
         self._stop_inflight(wait=min(30, settings.RUNNER_LEASE_SECONDS / 2))
         self.stopping_now = False
         self.run.refresh_from_db()
-        self.budget = costs.budget_micro(self.run.budget)
-        if self.run.status == Run.RUNNING and not costs.over_budget(self.run):
+        self.budget = self.run.budget_micro
+        if self.run.status == Run.RUNNING and not costs.over_budget(self.run.spent, self.budget):
             return False
-        message = costs.paused_message(self.run.spent, self.run.budget)
+        message = costs.paused_message(self.run.spent, self.budget)
         if self.run.status != Run.RUNNING or not self.run.pause(message):
             return True  # cancelled meanwhile: this driver stops all the same
         log.info("run %s paused: %s", self.run_id, message)
@@ -194,12 +194,12 @@ class Driver:
                 self.last["status"] = now
                 status, spent, budget = (
                     Run.objects.filter(pk=self.run_id)
-                    .values_list("status", "spent", "budget")
+                    .values_list("status", "spent", "budget_micro")
                     .first()
                 )
-                self.run.spent, self.run.budget = spent, budget
-                self.budget = costs.budget_micro(budget)
-                if status == Run.RUNNING and costs.over_budget(self.run) and self._pause():
+                self.run.spent, self.run.budget_micro = spent, budget
+                self.budget = budget
+                if status == Run.RUNNING and costs.over_budget(spent, budget) and self._pause():
                     return
                 if status != Run.RUNNING or stopping.is_set():
                     self._stop_inflight()
@@ -215,7 +215,7 @@ class Driver:
                 n = self._budget_room(min(free, settings.RUNNER_CLAIM_BATCH))
                 claimed = self._claim(n) if n else 0
             self._collect(block=bool(self.inflight) and not claimed)
-            if self.budget is not None and costs.over_budget(self.run) and self._pause():
+            if costs.over_budget(self.run.spent, self.budget) and self._pause():
                 return
             if now - self.last["renew"] > settings.RUNNER_LEASE_SECONDS / 3:
                 self._renew()

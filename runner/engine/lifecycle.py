@@ -8,7 +8,6 @@ whose worker died before saving is not paid for twice.
 """
 
 import logging
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -49,7 +48,8 @@ def launch_run(
 ):
     """Validate, write the run and its first tasks, and hand it to the workers.
 
-    `budget` (dollars, optional): the run pauses when its calls have cost that much."""
+    `budget` (dollars as a person gives them, optional): the run pauses when its calls
+    have cost that much."""
     if not isinstance(spec, PipelineSpec):
         spec = PipelineSpec.load(spec)
     else:
@@ -69,7 +69,7 @@ def launch_run(
         concurrency=concurrency,
         pipeline_code=pipeline_code,
         pipeline_version=pipeline_version,
-        budget=_money(budget),
+        budget_micro=_money(budget),
     )
     resolve_endpoints(run, spec)
     with transaction.atomic():
@@ -131,12 +131,8 @@ def retry_failed(run):
 
 
 def _money(amount):
-    if amount is None or amount == "":
-        return None
-    amount = Decimal(str(amount))
-    if amount < 0:
-        raise ValueError("a budget cannot be negative")
-    return amount
+    """A budget in dollars (text, int or Decimal; None: no budget) as micro-dollars."""
+    return costs.parse_dollars(amount)
 
 
 def set_budget(run, amount):
@@ -146,11 +142,11 @@ def set_budget(run, amount):
     budget is still spent; otherwise it is queued again and its drivers start."""
     amount = _money(amount)
     with transaction.atomic():
-        Run.objects.filter(pk=run.pk).update(budget=amount)
+        Run.objects.filter(pk=run.pk).update(budget_micro=amount)
         run.refresh_from_db()
         if run.status == Run.PAUSED:
-            if costs.over_budget(run):
-                run.pause(costs.paused_message(run.spent, run.budget))
+            if costs.over_budget(run.spent, run.budget_micro):
+                run.pause(costs.paused_message(run.spent, run.budget_micro))
             elif run.requeue(leaving=[Run.PAUSED]):
                 start_drivers(run)
     run.refresh_from_db()

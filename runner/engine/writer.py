@@ -147,7 +147,7 @@ def finish(run, spec, results, claim=None, claim_max=0):
     lease = now + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
 
     direct_n = min(claim_max, len(children)) if claim else 0
-    cost = sum(r.cost for r in results if r.task_id in meta)
+    cost = sum(int(r.cost) for r in results if r.task_id in meta)  # micro-dollars
     with transaction.atomic():
         with connection.cursor() as cur:
             cur.executemany(_FINISH, params)
@@ -189,9 +189,9 @@ def _add_spend(run, cost, exact):
     if exact:
         Run.objects.filter(pk=run.pk).update(spent=F("spent") + cost)
     else:  # a task was finished twice (its lease ran out): count from the tasks themselves
-        total = Task.objects.filter(run_id=run.pk).aggregate(s=Sum("cost"))["s"] or 0.0
+        total = Task.objects.filter(run_id=run.pk).aggregate(s=Sum("cost"))["s"] or 0
         Run.objects.filter(pk=run.pk).update(spent=total)
-    run.spent = Run.objects.filter(pk=run.pk).values_list("spent", flat=True).first() or 0.0
+    run.spent = Run.objects.filter(pk=run.pk).values_list("spent", flat=True).first() or 0
 
 
 def insert_tasks(cur, run_id, rows, now):

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from runner.engine import limits
 from runner.models import Provider, Record, Task
+from runner.spec import estimate
+from runner.spec.money import fmt_dollars
 
 WINDOW_SECONDS = 10  # calls per second are counted over this many recent seconds
 FAILURE_REASONS = 20  # the most common reasons the state carries
@@ -20,12 +22,7 @@ REASON_CHARS = 300
 WAITING = {"aggregate", "flatten", "python"}  # callbacks that make children when their step ends
 
 
-def has_cost():
-    """True when tasks carry a cost (micro-dollars, 0 for a model without a price)."""
-    return any(f.name == "cost" for f in Task._meta.concrete_fields)
-
-
-def priced(run, spent=0.0):
+def priced(run, spent=0):
     """Whether the run's cost means anything: it has spent, or one of its providers has prices."""
     if spent:
         return True
@@ -36,13 +33,12 @@ def priced(run, spent=0.0):
 def run_state(run, now=None):
     """The current state of a run, as the run page and the command line show it."""
     now = now or timezone.now()
-    spec_steps = run.spec.get("steps", [])
-    pricing = has_cost()
+    spec_steps = run.spec_obj.steps
     steps = [
         {
             "index": i,
-            "name": s["name"],
-            "callback": (s.get("callback") or {}).get("type", "default"),
+            "name": s.name,
+            "callback": s.callback.type,
             "counts": {k: 0 for k, _ in Task.STATUSES},
             "tokens_in": 0,
             "tokens_out": 0,
@@ -51,15 +47,14 @@ def run_state(run, now=None):
         }
         for i, s in enumerate(spec_steps)
     ]
-    step_costs = [0.0] * len(steps)  # micro-dollars
+    step_costs = [0] * len(steps)  # micro-dollars
     aggregates = {
         "n": Count("id"),
         "tin": Sum("tokens_in"),
         "tout": Sum("tokens_out"),
         "calls": Sum("attempts"),
+        "cost": Sum("cost"),
     }
-    if pricing:
-        aggregates["cost"] = Sum("cost")
     rows = (
         Task.objects.filter(run_id=run.pk)
         .values("step", "status")
@@ -73,8 +68,7 @@ def run_state(run, now=None):
             st["tokens_in"] += row["tin"] or 0
             st["tokens_out"] += row["tout"] or 0
             st["calls"] += row["calls"] or 0
-            if pricing:
-                step_costs[row["step"]] += float(row["cost"] or 0)
+            step_costs[row["step"]] += row["cost"] or 0
 
     elapsed = _elapsed(run, now)
     active = run.is_active
@@ -137,10 +131,10 @@ def run_state(run, now=None):
         "finished": run.finished.isoformat() if run.finished else None,
     }
     spent = sum(step_costs)
-    if pricing and priced(run, spent):
-        state["cost"] = round(spent / 1e6, 6)  # dollars
+    if priced(run, spent):  # micro-dollars, and in words for the page (its script shows the text)
+        state["cost_micro"], state["cost_text"] = spent, fmt_dollars(spent)
         for st, micro in zip(steps, step_costs, strict=True):
-            st["cost"] = round(micro / 1e6, 6)
+            st["cost_micro"], st["cost_text"] = micro, fmt_dollars(micro)
     return state
 
 
@@ -154,9 +148,14 @@ def _elapsed(run, now):
 def _project(steps, spec_steps, run):
     """How many tasks each step will have in the end, from what its parents made so far.
 
-    Exact for one-to-one and broadcast; scatter and split use the fan-out seen so
-    far (1 until a parent has finished); waiting callbacks make at least one task.
+    A parent that has finished counts the children it made; one still open counts
+    the estimator's fan-out per task (`runner.spec.estimate.count`: the number its
+    prompt asks for, n copies for broadcast, one for one-to-one). Waiting callbacks
+    make at least one task.
     """
+    # Fan-out per task does not depend on how many inputs there are: one stands for all
+    # (reading the run's inputs on every announcement would cost more than the state).
+    planned = estimate.count(run.spec_obj, [{}])
     aggregated = set(run.aggregated or [])
     for i, st in enumerate(steps):
         c = st["counts"]
@@ -167,8 +166,8 @@ def _project(steps, spec_steps, run):
             st["expected"] = total
             continue
         prev = steps[i - 1]
-        cb = spec_steps[i - 1].get("callback") or {}
-        kind = cb.get("type", "default")
+        cb = spec_steps[i - 1].callback
+        kind = cb.type
         open_parents = max(0, prev["expected"] - prev["finished"])
         if kind in WAITING:
             st["expected"] = (
@@ -178,11 +177,10 @@ def _project(steps, spec_steps, run):
         if kind in ("default", "pick"):
             fan = 1.0
         elif kind == "broadcast":
-            fan = float(cb.get("n") or 1)
+            fan = float(cb.n or 1)
         else:
-            done = prev["counts"][Task.DONE]
-            fan = total / done if done else 1.0
-        st["expected"] = total + round(fan * open_parents)
+            fan = planned[i - 1].per_task if len(planned) >= i else 1.0
+        st["expected"] = total + round((fan or 1.0) * open_parents)
 
 
 def failure_summary(run, limit=None):

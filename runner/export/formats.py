@@ -528,7 +528,7 @@ def dataset_card(run, options, data_name=None, pipeline_name=None, exported=None
         "",
         "## Cost",
         "",
-        f"${state['cost']:.4f}" if "cost" in state else "Not known: the providers have no prices.",
+        state.get("cost_text") or "Not known: the providers have no prices.",
         "",
         "## Pipeline",
         "",

@@ -105,10 +105,10 @@ class Run(models.Model):
     model_override = models.CharField(max_length=200, blank=True, default="")
     concurrency = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED, db_index=True)
-    # A run with a budget pauses when its spend reaches it (dollars; empty: no budget).
-    budget = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    # A run with a budget pauses when its spend reaches it (micro-dollars; empty: no budget).
+    budget_micro = models.BigIntegerField(null=True, blank=True)
     # What its calls have cost so far, in micro-dollars (the sum of its tasks' `cost`).
-    spent = models.FloatField(default=0)
+    spent = models.BigIntegerField(default=0)
     aggregated = models.JSONField(
         default=list, blank=True
     )  # step indexes whose N -> 1 callback ran
@@ -130,10 +130,6 @@ class Run(models.Model):
     @property
     def is_active(self):
         return self.status in (self.QUEUED, self.RUNNING)
-
-    @property
-    def spent_dollars(self):
-        return self.spent / 1e6
 
     @cached_property
     def spec_obj(self):
@@ -250,7 +246,7 @@ class Task(models.Model):
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(default=0)
-    cost = models.FloatField(default=0)  # micro-dollars (USD x 1e6); 0 when no price is set
+    cost = models.BigIntegerField(default=0)  # micro-dollars (USD x 1e6); 0 when no price is set
     cached = models.BooleanField(default=False)  # answered from an identical call in this run
     # A workflow step's sub-calls in order: prompt as sent, reply, memory after it, tokens, time.
     trace = models.JSONField(null=True, blank=True)

@@ -40,20 +40,6 @@
     });
   }
 
-  function money(value) {
-    return "$" + Number(value).toFixed(4);
-  }
-
-  function dollars(value) {
-    // as runner.costs.fmt_dollars: cents, or 4 decimals under a cent
-    const amount = Number(value);
-    if (amount && Math.abs(amount) < 0.01) return "$" + amount.toFixed(4);
-    return (
-      "$" +
-      amount.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })
-    );
-  }
-
   function ticking() {
     // elapsed and time left move between messages while the run is active
     if (!state) return;
@@ -80,7 +66,8 @@
       cell("calls_per_second", String(st.calls_per_second));
       cell("tokens", st.tokens_in + " / " + st.tokens_out);
       cell("ratio", st.finished + " / " + st.expected);
-      if (hasCost && st.cost !== undefined) cell("cost", money(st.cost));
+      // money comes formatted by the server (runner.spec.money.fmt_dollars)
+      if (hasCost && st.cost_text !== undefined) cell("cost", st.cost_text);
       const bar = row.querySelector('[data-col="progress"]');
       if (bar) {
         bar.max = Math.max(1, st.expected);
@@ -118,7 +105,7 @@
     pending = null;
     receivedAt = Date.now();
     const s = state;
-    const hasCost = s.cost !== undefined && s.cost !== null;
+    const hasCost = s.cost_text !== undefined && s.cost_text !== null;
     bind("status", s.status);
     root.querySelectorAll('[data-bind="status"]').forEach(function (el) {
       el.className = "badge status-" + s.status;
@@ -139,8 +126,8 @@
     bind("percent", (Math.round(s.progress * 1000) / 10).toString() + "%");
     const paused = s.status === "paused";
     if (hasCost) {
-      bind("cost", money(s.cost));
-      bind("spent", dollars(s.cost));
+      bind("cost", s.cost_text);
+      bind("spent", s.cost_text);
     }
     show("cost", hasCost);
     show("active", s.active);

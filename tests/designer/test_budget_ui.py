@@ -5,8 +5,6 @@ Everything here is the Django test client on the database: no worker runs, and t
 drivers a resumed run would start are recorded instead of queued.
 """
 
-from decimal import Decimal
-
 import pytest
 from django.urls import reverse
 
@@ -61,12 +59,11 @@ def launch_url(pipeline, suffix=""):
     return f"/pipelines/{pipeline.code}/launch/{suffix}"
 
 
-def paused_run(owner, spent=1.25, budget="1.00"):
-    run = make_run(owner, topics=1, status=Run.PAUSED, budget=Decimal(budget))
-    micro = spent * 1e6
-    Run.objects.filter(pk=run.pk).update(
-        spent=micro, error=costs.paused_message(micro, Decimal(budget))
-    )
+def paused_run(owner, spent="1.25", budget="1.00"):
+    budget = costs.parse_dollars(budget)
+    run = make_run(owner, topics=1, status=Run.PAUSED, budget_micro=budget)
+    micro = costs.parse_dollars(spent)
+    Run.objects.filter(pk=run.pk).update(spent=micro, error=costs.paused_message(micro, budget))
     run.refresh_from_db()
     return run
 
@@ -82,7 +79,7 @@ def test_the_launch_page_shows_the_cost_with_the_providers_prices(owner_client, 
     assert 'id="cost-estimate"' in page and "Cost: <strong>about $" in page
     assert "cost unknown" not in page
     est = estimate_run(owner, qa.spec(), [{}], providers={"*": provider.pk})
-    assert f"about {costs.fmt_dollars(est.cost)} for {est.calls:,} calls" in page
+    assert f"about {costs.fmt_dollars(est.cost_micro)} for {est.calls:,} calls" in page
     assert 'name="budget"' in page and "Budget (dollars)" in page
     # choosing a provider asks for its cost (htmx), for the inputs typed so far
     assert f'hx-post="{launch_url(qa, "cost/")}"' in page
@@ -124,13 +121,13 @@ def test_launching_with_a_budget_stores_it_in_dollars(owner_client, owner, qa, s
     )
     run = Run.objects.get()
     assert r.status_code == 302 and r["Location"] == f"/runs/{run.code}/"
-    assert run.budget == Decimal("2.50")
+    assert run.budget_micro == 2_500_000  # $2.50
     assert started == [run.pk]
     # no budget: none
     owner_client.post(
         launch_url(qa), {"source": "one", "input_topic": "Ants", "provider": str(provider.code)}
     )
-    assert Run.objects.exclude(pk=run.pk).get().budget is None
+    assert Run.objects.exclude(pk=run.pk).get().budget_micro is None
 
 
 @pytest.mark.parametrize(
@@ -170,8 +167,8 @@ def test_a_paused_run_shows_its_message_the_spend_and_the_raise_budget_form(owne
 
 def test_a_running_run_hides_the_paused_box_and_shows_live_spend(owner_client, owner):
     provider = make_provider(owner, prices={"*": [1, 2]})
-    run = make_run(owner, topics=1, budget=Decimal("5"), providers={"*": provider.pk})
-    Task.objects.filter(run=run).update(cost=100_000.0)  # 5 tasks x $0.10
+    run = make_run(owner, topics=1, budget_micro=5_000_000, providers={"*": provider.pk})
+    Task.objects.filter(run=run).update(cost=100_000)  # 5 tasks x $0.10
     page = owner_client.get(reverse("designer:run-detail", args=[run.code])).text
     assert 'data-show="paused" role="status" hidden' in page
     assert '<span data-bind="spent">$0.50</span> of a <span id="budget">$5.00</span>' in page
@@ -187,18 +184,18 @@ def test_raising_the_budget_resumes_the_paused_run(owner_client, owner, started)
     assert owner_client.get(url).status_code == 405
     r = owner_client.post(url, {"budget": "3"}, follow=True)
     run.refresh_from_db()
-    assert run.status == Run.QUEUED and run.budget == Decimal("3") and run.error == ""
+    assert run.status == Run.QUEUED and run.budget_micro == 3_000_000 and run.error == ""
     assert started == [run.pk]
     assert "The budget is now $3.00: the run goes on." in r.text
 
 
 def test_a_budget_still_spent_keeps_the_run_paused(owner_client, owner, started):
-    run = paused_run(owner, spent=1.25)
+    run = paused_run(owner, spent="1.25")
     r = owner_client.post(
         reverse("designer:run-budget", args=[run.code]), {"budget": "1.10"}, follow=True
     )
     run.refresh_from_db()
-    assert run.status == Run.PAUSED and run.budget == Decimal("1.10") and started == []
+    assert run.status == Run.PAUSED and run.budget_micro == 1_100_000 and started == []
     assert "it stays paused" in r.text
     assert "Paused: spent $1.25 of the $1.10 budget" in r.text
 
@@ -221,7 +218,7 @@ def test_a_bad_budget_is_refused_in_plain_words(owner_client, owner, started, va
     )
     assert f"The budget was not changed: {message}" in r.text
     run.refresh_from_db()
-    assert run.status == Run.PAUSED and run.budget == Decimal("1.00") and started == []
+    assert run.status == Run.PAUSED and run.budget_micro == 1_000_000 and started == []
 
 
 def test_another_user_gets_404_on_the_budget_url(client, owner, other_user, started):
@@ -231,4 +228,4 @@ def test_another_user_gets_404_on_the_budget_url(client, owner, other_user, star
     client.force_login(other_user)
     assert client.post(url, {"budget": "10"}).status_code == 404
     run.refresh_from_db()
-    assert run.status == Run.PAUSED and run.budget == Decimal("1.00") and started == []
+    assert run.status == Run.PAUSED and run.budget_micro == 1_000_000 and started == []

@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from designer import launch
 from designer.actions import create_pipeline, save_version
 from runner.models import Provider, Run
-from runner.spec import CallbackSpec, PipelineSpec, StepSpec, library
+from runner.spec import CallbackSpec, PipelineSpec, StepSpec, estimate, library
 
 pytestmark = pytest.mark.django_db
 
@@ -220,7 +220,7 @@ def test_launch_problems_are_shown_in_plain_words(client_owner, owner, qa, provi
 
 def test_the_estimate():
     spec = library.get("qa-from-topics").spec
-    est = launch.estimate(spec, [{"topic": str(i)} for i in range(20)])
+    est = estimate.estimate(spec, [{"topic": str(i)} for i in range(20)])
     assert est.chain == "20 topics -> 100 subtopics -> 100 questions -> 100 answers"
     assert [s.calls for s in est.steps] == [20, 100, 100] and est.total == 220
     assert est.approximate
@@ -249,12 +249,12 @@ def test_the_estimate():
         ]
     )
     inputs = [{"topic": "a"}, {"topic": "b"}, {"topic": "a"}]
-    est = launch.estimate(spec, inputs)
+    est = estimate.estimate(spec, inputs)
     assert [(s.calls, s.made) for s in est.steps] == [(3, 15), (15, 45), (45, 2), (2, 2)]
     assert "a guess" in est.steps[0].note and "3 copies" in est.steps[1].note
     assert est.chain == "3 topics -> 15 questions -> 45 answers -> 2 verdicts -> 2 summaries"
-    assert launch.items_asked("List {{n}} things, 12 of them, from 2020") == (12, True)
-    assert launch.items_asked("Give three examples") == (3, True)
+    assert estimate.items_asked("List {{n}} things, 12 of them, from 2020") == (12, True)
+    assert estimate.items_asked("Give three examples") == (3, True)
 
 
 def test_another_users_pipeline_is_404(client, qa, other_user, redis_client):

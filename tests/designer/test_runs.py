@@ -237,9 +237,10 @@ def test_cost_shows_only_when_the_run_has_prices(owner_client, owner):
     )
     run.providers = {"*": provider.pk}
     run.save()
-    Task.objects.filter(run=run).update(cost=2500.0)  # micro-dollars
+    Task.objects.filter(run=run).update(cost=2500)  # micro-dollars
     response = owner_client.get(reverse("designer:run-detail", args=[run.code]))
-    assert response.context["state"]["cost"] == pytest.approx(5 * 0.0025)
+    assert response.context["state"]["cost_micro"] == 5 * 2500  # $0.0125
+    assert response.context["state"]["cost_text"] == "$0.0125"
     assert "$0.0125" in response.content.decode()
 
 

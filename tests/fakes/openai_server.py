@@ -22,6 +22,14 @@ for a "list" / "JSON array" it answers a JSON list of N strings (N from "5" or
 "five" in the prompt, else 3); asked for JSON it answers {"answer": ...}; asked to
 write a question it answers "What is ...?"; otherwise "Answer: <echo>".
 
+With `realistic` the replies are the size a chat model's would be, and usage is
+counted the way a real tokenizer roughly does (OpenAI's rule of thumb: 100 tokens
+for 75 words, plus a few tokens of framing per message): a list item is a phrase
+of 6 to 12 words (a question of 10 to 18), a question 12 to 20 words, any other
+text a paragraph of 4 to 8 sentences of 14 to 24 words. It also counts a list the
+way a model reads the prompt: "one question for each subtopic" after "subtopics:
+a, b, c" makes three; words "two" to "twenty" and digits give the number asked.
+
 Behaviour settings (constructor keywords, --config JSON, or POST /_admin/config):
   latency                seconds to wait before answering
   prose                  wrap JSON answers in chatty prose and a ```json fence
@@ -41,6 +49,7 @@ Behaviour settings (constructor keywords, --config JSON, or POST /_admin/config)
   reject_json_schema     400 whenever `response_format` is {"type": "json_schema", ...}
   models                 list of model ids accepted (others: 404); None accepts any
   fail_models            {model: status}: requests for that model always fail so
+  realistic              replies and token usage of a real chat model's size (above)
 
 Stats also give `max_rps`: the most requests that arrived within any one second
 (a sliding window), so a test can check the rate a client kept to.
@@ -57,6 +66,7 @@ import contextlib
 import hashlib
 import json
 import math
+import random
 import re
 import signal
 import socket
@@ -97,6 +107,7 @@ DEFAULTS = {
     "models": None,
     "fail_models": {},
     "block_for": [],  # Gemini fake: prompts answered with a SAFETY block
+    "realistic": False,
 }
 
 HANG_SECONDS = 3600.0
@@ -174,7 +185,87 @@ def _topic(prompt):
     return text or "the topic"
 
 
-def make_reply(prompt, *, json_object=False, prose=False, never_json=False, json_list=False):
+# -- realistic replies ----------------------------------------------------------------
+
+_VOCABULARY = (
+    "energy systems design history people cities water light heat growth practice "
+    "research method change balance value effect source power cost safety process "
+    "model future market impact study storage material nature signal pattern field "
+    "common modern early careful simple local global important useful typical"
+).split()
+_GLUE = "the of and to in that is for with as on by from how why which can".split()
+_EACH_RE = re.compile(r"\b(?:for|per|to|about|from|of|on)\s+each\b|\beach\s+of\b", re.I)
+_LABELLED_RE = re.compile(r"^\s*(?:topic|subject|instruction|question)\s*:\s*(.+)$", re.I | re.M)
+_NOT_TOPIC = set(_NUMBER_WORDS) | {
+    "list", "lists", "json", "array", "question", "questions", "answer", "answers", "each",
+}  # fmt: skip
+_WORDS_PER_TOKEN = 0.75  # OpenAI: "100 tokens ~= 75 words"
+_MESSAGE_TOKENS, _REPLY_PRIMING = 4, 3  # framing a chat API counts per message and per reply
+
+
+def realistic_tokens(text):
+    return math.ceil(_words(text) / _WORDS_PER_TOKEN) if text else 0
+
+
+def _wordstream(seed):
+    """Deterministic English-looking words for a prompt (no digits, commas or list words)."""
+    rng = random.Random(hashlib.blake2s(seed.encode(), digest_size=8).digest())
+    while True:
+        yield rng.choice(_GLUE if rng.random() < 0.35 else _VOCABULARY)
+
+
+def _sentence(words, n, topic, end="."):
+    body = [topic] + [next(words) for _ in range(max(0, n - len(topic.split())))]
+    text = " ".join(body)
+    return text[:1].upper() + text[1:] + end
+
+
+def _enumerated(prompt):
+    """Items of the longest "label: a, b, c" enumeration in the prompt."""
+    best = 0
+    for line in prompt.splitlines():
+        _, colon, rest = line.partition(":")
+        if colon:
+            best = max(best, len([p for p in rest.strip().rstrip(".").split(", ") if p.strip()]))
+    return best
+
+
+def _realistic_count(prompt):
+    n = _count(prompt) if _NUMBER_RE.search(prompt) else None
+    if n == 1 and re.search(r"\bone\b", prompt, re.I):
+        n = None  # "one question for each ...": one per item, not a list of one
+    if _EACH_RE.search(prompt):
+        listed = _enumerated(prompt)
+        if listed:
+            return (n or 1) * listed
+    return n or 3
+
+
+def realistic_reply(prompt, *, wants_list, wants_object):
+    words = _wordstream(prompt)
+    labelled = _LABELLED_RE.search(prompt)
+    topic = labelled[1] if labelled else _topic(prompt)
+    kept = [w for w in re.findall(r"[A-Za-z']+", topic) if w.lower() not in _NOT_TOPIC]
+    topic = " ".join(kept[:5]) or "it"
+    low = prompt.lower()
+    if wants_list:
+        questions = "question" in low
+        items = []
+        for i in range(_realistic_count(prompt)):
+            size = 10 + (i * 7 + len(prompt)) % 9 if questions else 6 + (i * 5 + len(prompt)) % 7
+            items.append(_sentence(words, size, topic, "?" if questions else ""))
+        return json.dumps(items)
+    if wants_object:
+        return json.dumps({"answer": _sentence(words, 18, topic)})
+    if "question" in low and "answer" not in low:
+        return _sentence(words, 12 + len(prompt) % 9, "how does " + topic, "?")
+    count = 4 + len(prompt) % 5
+    return " ".join(_sentence(words, 14 + (i * 3 + len(prompt)) % 11, topic) for i in range(count))
+
+
+def make_reply(
+    prompt, *, json_object=False, prose=False, never_json=False, json_list=False, realistic=False
+):
     """The default answer to a prompt, as text."""
     digest = hashlib.blake2s(prompt.encode(), digest_size=3).hexdigest()
     topic = _topic(prompt)
@@ -185,6 +276,12 @@ def make_reply(prompt, *, json_object=False, prose=False, never_json=False, json
             f"I would rather not format this as requested. Here are my thoughts about "
             f"{topic}: it is an interesting subject with many sides worth exploring."
         )
+    if realistic and not never_json:
+        text = realistic_reply(prompt, wants_list=wants_list, wants_object=wants_object)
+        if prose and (wants_list or wants_object):
+            kind = "list" if wants_list else "answer"
+            return f"Sure! Here is the {kind}:\n```json\n{text}\n```\nHope this helps"
+        return text
     if wants_list:
         data = [f"{topic} item {i} ({digest})" for i in range(1, _count(prompt) + 1)]
     elif wants_object:
@@ -409,11 +506,15 @@ def make_app(state: FakeState) -> web.Application:
             )
 
         state.next_id += 1
+        realistic = bool(cfg["realistic"])
+        tokens = realistic_tokens if realistic else _words
         prompt_tokens = sum(
-            _words(m.get("content") if isinstance(m.get("content"), str) else "")
+            tokens(m.get("content") if isinstance(m.get("content"), str) else "")
             for m in messages
             if isinstance(m, dict)
         )
+        if realistic:
+            prompt_tokens += _MESSAGE_TOKENS * len(messages) + _REPLY_PRIMING
         if _matches(prompt, _listify(cfg["refuse_for"])):
             message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
             completion_tokens = 5
@@ -425,9 +526,10 @@ def make_app(state: FakeState) -> web.Application:
                 json_list=_schema_type(rf) == "array",
                 prose=bool(cfg["prose"]),
                 never_json=_matches(prompt, _listify(cfg["never_json_for"])),
+                realistic=realistic,
             )
             message = {"role": "assistant", "content": text}
-            completion_tokens = _words(text)
+            completion_tokens = tokens(text)
         return _json_response(
             {
                 "id": f"chatcmpl-fake{state.next_id}",

@@ -1,7 +1,5 @@
 """Spend and budgets: tasks priced from their tokens, a run that pauses at its budget and resumes."""
 
-from decimal import Decimal
-
 import pytest
 
 from runner import engine
@@ -35,11 +33,11 @@ def test_every_task_is_priced_and_the_run_spend_is_their_sum(owner, worker, fake
     wait_for(run)
     assert run.status == Run.COMPLETED
     for task in Task.objects.filter(run=run):
-        assert task.cost == pytest.approx(task.tokens_in * 1000 + task.tokens_out * 2000)
+        assert task.cost == task.tokens_in * 1000 + task.tokens_out * 2000  # whole micro-dollars
         assert task.cost > 0
     total = sum(t.cost for t in Task.objects.filter(run=run))
-    assert run.spent == pytest.approx(total)
-    assert run.spent_dollars == pytest.approx(total / 1e6)
+    assert run.spent == total
+    assert costs.fmt_dollars(run.spent) == costs.fmt_dollars(total)
 
 
 def test_a_run_pauses_at_its_budget_and_resumes_when_it_is_raised(owner, worker, fake_llm):
@@ -58,14 +56,14 @@ def test_a_run_pauses_at_its_budget_and_resumes_when_it_is_raised(owner, worker,
     assert run.spent >= 500_000  # micro-dollars: the budget was reached...
     done = Task.objects.filter(run=run, status="done").count()
     assert 0 < done < 44  # ...before the run was done
-    assert run.error == costs.paused_message(run.spent, Decimal("0.50"))
+    assert run.error == costs.paused_message(run.spent, 500_000)
     assert run.error.startswith("Paused: spent $0.") and "of the $0.50 budget" in run.error
     assert run.error.endswith("raise the budget to continue")
     assert not Task.objects.filter(run=run, status="running").exists()
     calls = fake_llm.stats()["total"]
 
     # raising it, but not above what was spent, keeps it paused
-    engine.set_budget(run, costs.dollars(run.spent) * 0.99)
+    engine.set_budget(run, costs.dollars(run.spent * 99 // 100))
     assert run.status == Run.PAUSED
     assert fake_llm.stats()["total"] == calls
 
@@ -75,7 +73,7 @@ def test_a_run_pauses_at_its_budget_and_resumes_when_it_is_raised(owner, worker,
     assert run.status == Run.COMPLETED
     assert Record.objects.filter(run=run).count() == 20
     assert max(fake_llm.stats()["per_prompt"].values()) == 1  # nothing was paid for twice
-    assert run.spent == pytest.approx(sum(t.cost for t in Task.objects.filter(run=run)))
+    assert run.spent == sum(t.cost for t in Task.objects.filter(run=run))
 
 
 def test_estimate_counts_calls_tokens_and_cost(owner, fake_llm):
@@ -86,7 +84,7 @@ def test_estimate_counts_calls_tokens_and_cost(owner, fake_llm):
     )
     assert [s.calls for s in est.steps] == [2, 10, 10]  # "List 5 ..." scatters 5 each
     assert est.calls == 22 and est.tokens_in > 0 and est.tokens_out > 0
-    assert est.cost == pytest.approx((est.tokens_in * 1000 + est.tokens_out * 2000) / 1e6)
+    assert est.cost_micro == est.tokens_in * 1000 + est.tokens_out * 2000
     assert est.unpriced == [] and est.complete
     assert "about 22 calls" in est.summary() and "$" in est.summary()
     provider.prices = {}

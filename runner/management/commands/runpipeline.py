@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from runner import engine, export
 from runner.events import stats
 from runner.models import Provider, Run
-from runner.spec import PipelineSpec, SpecError, library
+from runner.spec import PipelineSpec, SpecError, library, money
 
 MAX_INPUTS = 1_000_000
 
@@ -50,6 +50,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--model", default="", help="the model every step uses")
         parser.add_argument("--concurrency", type=int, help="calls in flight at once")
+        parser.add_argument(
+            "--budget",
+            metavar="DOLLARS",
+            help="pause the run when its calls have cost this many dollars, e.g. 2.50",
+        )
         parser.add_argument("--output", help="where to write the records: .jsonl, .csv or .parquet")
         parser.add_argument(
             "--user", help="the owner of the run (default: the only user, else 'cli')"
@@ -66,6 +71,15 @@ class Command(BaseCommand):
                     user, opts["base_url"], opts["api_key"], opts["model"], opts["concurrency"]
                 )
                 providers = {"*": provider.pk, **{s.name: provider.pk for s in spec.steps}}
+            budget = self._budget(opts["budget"])
+            try:  # the same estimate the launch page shows
+                est = engine.estimate_run(
+                    user, spec, inputs, providers=providers, model=opts["model"]
+                )
+            except engine.LaunchError:
+                est = None  # launch_run says what is wrong
+            if est is not None:
+                self.stderr.write(f"Estimate: {est.chain}; {est.summary()}.")
             run = engine.launch_run(
                 user,
                 spec,
@@ -73,6 +87,7 @@ class Command(BaseCommand):
                 providers=providers,
                 model=opts["model"],
                 concurrency=opts["concurrency"],
+                budget=budget,
             )
         except (BadArgument, SpecError, engine.LaunchError) as exc:
             problems = getattr(exc, "problems", None) or [str(exc)]
@@ -149,6 +164,16 @@ class Command(BaseCommand):
         if Path(output).suffix.lower() not in export.FORMATS:
             raise BadArgument(f"--output must end in one of {', '.join(export.FORMATS)}")
         return spec, inputs, output
+
+    def _budget(self, text):
+        """--budget in dollars, checked here so a typo stops before the run starts."""
+        try:
+            micro = money.parse_dollars(text)
+        except ValueError:
+            raise BadArgument(f"--budget '{text}' is not an amount of dollars, like 2.50") from None
+        if micro is not None and micro < 10_000:
+            raise BadArgument("--budget must be at least $0.01")
+        return text if micro is not None else None
 
     def _user(self, username):
         User = get_user_model()

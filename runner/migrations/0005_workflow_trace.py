@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runner', '0003_indexes_for_run_page'),
+        ('runner', '0004_money_in_integer_micro_dollars'),
     ]
 
     operations = [

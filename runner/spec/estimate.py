@@ -106,6 +106,8 @@ class StepCount:
     per_task: float | None = 1.0  # children per task; None for many -> one (aggregate, flatten)
     items: int | None = None  # items in one reply, for a step that writes a list
     guessed: bool = False  # `items` is DEFAULT_ITEMS: the prompt names no number
+    prompts: int = 1  # calls one task makes: a workflow's prompts (a loop: its bound)
+    upto: bool = False  # `prompts` is an upper bound (a loop may end sooner)
 
 
 def _list_walked(step, lengths):
@@ -136,7 +138,9 @@ def count(spec, inputs):
     for i, step in enumerate(spec.steps):
         cb = step.callback
         items, found = None, True
-        if str(step.output_format) == "json_list" or cb.type in LISTS:
+        if step.workflow is not None and str(step.output_format) == "json_list":
+            items, found = step.workflow.items_returned()
+        elif str(step.output_format) == "json_list" or cb.type in LISTS:
             items, found = items_asked(step.prompt)
             walked = _list_walked(step, lengths)
             if walked is not None:
@@ -186,9 +190,16 @@ def count(spec, inputs):
             elif cb.type not in LISTS and items is not None:
                 lengths[key] = items  # a list kept whole
         label = plural(result[0] if result else step.output_key, made)
+        prompts, upto = step.workflow.calls_bound() if step.workflow else (1, False)
+        if prompts > 1:
+            each = f"{'up to ' if upto else ''}{prompts} prompts each"
+            note = f"{each}; {note}" if note else each
         out.append(
-            StepCount(i + 1, step.name, calls, made, label, note, per, items, guessed=not found)
-        )
+            StepCount(
+                i + 1, step.name, calls * prompts, made, label, note, per, items,
+                guessed=not found, prompts=prompts, upto=upto,
+            )
+        )  # fmt: skip
         calls = made
     return out
 
@@ -302,6 +313,25 @@ def _reply(step, counted):
     return tokens, kind
 
 
+def _mean(values):
+    values = list(values)
+    return sum(values) / len(values) if values else 0
+
+
+def _task_reply(task, params):
+    """Tokens of one reply of a workflow's prompt."""
+    fmt = str(task.output_format)
+    if fmt == "json_list":
+        tokens = items_asked(task.prompt)[0] * LIST_ITEM_TOKENS + LIST_FRAMING_TOKENS
+    elif fmt == "json_object":
+        tokens = OBJECT_TOKENS
+    elif _SHORT_RE.search(_TEMPLATE_RE.sub(" ", task.prompt)):
+        tokens = SHORT_TEXT_TOKENS
+    else:
+        tokens = TEXT_TOKENS
+    return min(tokens, params.max_tokens) if params.max_tokens else tokens
+
+
 def _template_chars(source, sizes):
     """Characters of a template with each variable replaced by its assumed size."""
     if not source:
@@ -350,15 +380,19 @@ def estimate(spec, inputs, endpoints=None):
         step = spec.steps[i]
         ep = endpoints[i] if endpoints else None
         calls = counted.calls
-        if i == 0 and inputs:
+        if i == 0 and inputs and step.workflow is None:
             chars = _first_prompt_chars(step, inputs, sizes)
         else:
-            chars = calls * (
-                _template_chars(step.prompt, sizes) + _template_chars(step.system, sizes)
+            chars = calls * _mean(
+                _template_chars(t.prompt, sizes) + _template_chars(t.system, sizes)
+                for t in step.as_workflow().tasks
             )
         framing = CALL_FRAMING + (MESSAGE_FRAMING if step.system else 0)
         tokens_in = round(chars / CHARS_PER_TOKEN) + calls * framing
         reply, kind = _reply(step, counted)
+        if step.workflow is not None:  # the mean reply of its prompts
+            reply = round(_mean(_task_reply(t, step.params) for t in step.workflow.tasks))
+            kind = "text"
         kinds.add(kind)
         tokens_out = calls * reply
         cost = None

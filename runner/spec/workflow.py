@@ -159,11 +159,44 @@ class WorkflowSpec(Strict):
         """True when some task can be made again (a condition sends it back)."""
         return _cycles(self, lambda conditional: True)
 
+    def loop_rounds(self):
+        """How many rounds the loop makes when a condition counts a list it grows, else None.
+
+        "Until Size(questions) >= 3", with the loop pushing to `questions`: 3 rounds."""
+        for e in self.edges:
+            c = e.condition
+            if c is None or c.input.kind != "size":
+                continue
+            try:
+                n = float(c.expected)
+            except ValueError:
+                continue
+            rounds = {"GreaterThanOrEqual": n, "Equal": n, "GreaterThan": n + 1}.get(c.expression)
+            pushed = any(
+                o.kind == "push" and o.key == c.input.key for t in self.tasks for o in t.outputs
+            )
+            if rounds is not None and pushed and rounds >= 1:
+                return int(rounds)
+        return None
+
     def calls_bound(self):
-        """(most calls one run of the workflow makes, whether that is an upper bound)."""
-        if self.has_loop():
-            return self.max_steps, True
-        return min(len(self.tasks), self.max_steps), len(self.tasks) > 1
+        """(most calls one run of the workflow makes, whether fewer may be made)."""
+        choices = any(e.condition or e.fallback for e in self.edges)
+        if not self.has_loop():
+            return min(len(self.tasks), self.max_steps), choices
+        rounds = self.loop_rounds()
+        if rounds is not None:
+            return min(rounds * len(self.tasks), self.max_steps), len(self.tasks) > 1
+        return self.max_steps, True
+
+    def items_returned(self):
+        """(items the return value holds, whether that is known) for a list it builds."""
+        key = self.return_value[0]
+        pushes = sum(1 for t in self.tasks for o in t.outputs if o.kind == "push" and o.key == key)
+        if not self.has_loop():
+            return pushes, True
+        rounds = self.loop_rounds()
+        return (rounds * pushes, True) if rounds else (self.max_steps, False)
 
     def output_format(self):
         """The shape of the return value: a list, an object, or text."""

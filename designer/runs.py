@@ -323,6 +323,15 @@ def task_list(request, code):
     )
 
 
+def _messages(messages):
+    """A prompt as sent, for the page: role and content of each message."""
+    return [
+        {"role": m.get("role", ""), "content": pretty(m.get("content"))}
+        for m in messages or []
+        if isinstance(m, dict)
+    ]
+
+
 @login_required
 def task_detail(request, code, task_id):
     run = run_for(request.user, code)
@@ -348,12 +357,17 @@ def task_detail(request, code, task_id):
             "step_name": names[task.step] if task.step < len(names) else task.step,
             "context": pretty(task.context),
             "parsed": pretty(task.parsed),
-            "prompt": [
-                {"role": m.get("role", ""), "content": pretty(m.get("content"))}
-                for m in (task.messages or [])
-                if isinstance(m, dict)
-            ],
+            "prompt": _messages(task.messages),
             "attempts": [a for a in task.attempt_log or [] if isinstance(a, dict)],
+            "trace": [
+                {
+                    **c,
+                    "prompt": _messages(c.get("messages")),
+                    "memory": pretty(c["memory"]) if c.get("memory") else "",
+                }
+                for c in task.trace or []
+                if isinstance(c, dict)
+            ],
             "lineage": lineage[:-1],
             "children": children,
             "n_children": n_children,

@@ -57,6 +57,23 @@ def default_endpoint(model, concurrency=None):
     )
 
 
+def endpoint_of(provider, step, model, concurrency=None):
+    """The endpoint a step calls on `provider` with `model`."""
+    return Endpoint(
+        provider.kind,
+        provider.base_url,
+        provider.api_key,
+        model,
+        concurrency or provider.concurrency,
+        provider.limit_key,
+        rate_key=provider.rate_key,
+        rpm=provider.rpm,
+        tpm=provider.tpm,
+        prices=provider.prices or {},
+        fallbacks=_fallbacks(step, model),
+    )
+
+
 def resolve_endpoints(run, spec):
     """Which endpoint and model each step calls; LaunchError names a step that has none."""
     problems, out = [], []
@@ -80,19 +97,7 @@ def resolve_endpoints(run, spec):
         if provider is not None:
             cache[pid or provider.pk] = provider
             model = run.model_override or step.model.name or provider.default_model
-            ep = Endpoint(
-                provider.kind,
-                provider.base_url,
-                provider.api_key,
-                model,
-                run.concurrency or provider.concurrency,
-                provider.limit_key,
-                rate_key=provider.rate_key,
-                rpm=provider.rpm,
-                tpm=provider.tpm,
-                prices=provider.prices or {},
-                fallbacks=_fallbacks(step, model),
-            )
+            ep = endpoint_of(provider, step, model, run.concurrency)
         elif settings.DEFAULT_LLM_BASE_URL:
             model = run.model_override or step.model.name or settings.DEFAULT_LLM_MODEL
             ep = default_endpoint(model, run.concurrency)

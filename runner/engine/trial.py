@@ -16,11 +16,13 @@ import uuid
 from django.conf import settings
 
 from runner.models import Provider
-from runner.providers import CompletionRequest, ProviderError, build_provider, complete_with_retries
-from runner.spec import OutputFormat, StepSpec, templating
+from runner.providers import ProviderError, build_provider, complete_with_retries
+from runner.spec import StepSpec, templating
 from runner.spec.parsing import ParseError, parse_output
 
-from . import aio, limits
+from . import aio, limits, workflows
+from .calls import CallRunner
+from .endpoints import endpoint_of
 from .ports import enqueue
 
 log = logging.getLogger("runner.trial")
@@ -71,32 +73,6 @@ def start(owner_id, step, context, provider_id, pipeline_code=None, step_index=N
     return trial_id
 
 
-def request_for(step, context, model):
-    """The messages and the completion request a step makes for one context."""
-    messages = []
-    if step.system:
-        messages.append({"role": "system", "content": templating.render(step.system, context)})
-    messages.append({"role": "user", "content": templating.render(step.prompt, context)})
-    fmt = str(step.output_format)
-    if fmt == OutputFormat.JSON_LIST:
-        json_schema = {"type": "array"}
-    elif fmt == OutputFormat.JSON_OBJECT:
-        json_schema = step.output_schema or {"type": "object"}
-    else:
-        json_schema = None
-    p = step.params
-    return messages, CompletionRequest(
-        model=model,
-        messages=messages,
-        temperature=p.temperature,
-        max_tokens=p.max_tokens,
-        top_p=p.top_p,
-        json_mode=json_schema is not None,
-        json_schema=json_schema,
-        timeout=p.timeout or 120.0,
-    )
-
-
 def run(trial_id):
     """Make the trial's call and store what came back. Safe to run twice: one run claims it."""
     data = get(trial_id)
@@ -130,8 +106,12 @@ def _call(data):
             "status": FAILED,
             "error": "no model is chosen: set the step's model or the provider's default model",
         }
+    if step.workflow is not None:
+        return _workflow(step, data, provider, model)
     try:
-        messages, request = request_for(step, data["context"], model)
+        messages, request = workflows.request_for(
+            step.as_workflow().tasks[0], data["context"], model, step.params
+        )
     except templating.TemplateError as exc:
         return {"status": FAILED, "error": f"the prompt could not be filled in: {exc}"}
     out = {"messages": messages, "model": model}
@@ -172,4 +152,58 @@ def _call(data):
         out["parsed_json"] = json.dumps(parsed, indent=2, ensure_ascii=False)
     except ParseError as exc:
         out["parse_error"] = exc.reason
+    return out
+
+
+def _workflow(step, data, provider, model):
+    """Run a workflow step's whole workflow on the sample: every sub-call, in order."""
+    ep = endpoint_of(provider, step, model)
+    calls = CallRunner([ep])
+    plan = workflows.Plan(
+        f"trial-{data['id']}",
+        0,
+        0,
+        0,
+        0,
+        dict(data["context"]),
+        step.workflow,
+        ep,
+        step.params,
+        calls.estimate_tokens,
+    )
+
+    async def go():
+        calls.setup()
+        calls.grow(ep.pool, 1)
+        try:
+            return await workflows.execute(calls, workflows.prepare(plan))
+        finally:
+            await calls.close()
+
+    limit = (step.params.timeout or 120.0) * step.workflow.max_steps + 60
+    if step.workflow.max_time:
+        limit = min(limit, step.workflow.max_time + 120)
+    future = aio.submit(go())
+    try:
+        res = future.result(timeout=limit)
+    except TimeoutError:
+        future.cancel()
+        return {"status": FAILED, "error": f"no reply after {limit:g} seconds", "model": model}
+    out = {
+        "status": DONE if res.ok else FAILED,
+        "model": res.model or model,
+        "messages": res.messages,
+        "trace": res.trace or [],
+        "warning": res.warning,
+        "tokens_in": res.tokens_in,
+        "tokens_out": res.tokens_out,
+        "latency_ms": res.latency_ms,
+        "attempts": len(res.attempts),
+        "raw": res.text,
+    }
+    if res.ok:
+        out["parsed"] = res.parsed
+        out["parsed_json"] = json.dumps(res.parsed, indent=2, ensure_ascii=False)
+    else:
+        out["error"] = res.error
     return out

@@ -188,3 +188,21 @@ def test_a_worker_killed_between_sub_calls_repeats_none_that_finished(
     # only calls still in flight when the worker died (at most one per workflow) are made again
     assert len(repeated) <= 4 < at_kill
     assert sum(per_prompt.values()) == 12 + len(repeated)
+
+
+def test_the_task_page_shows_every_sub_call_in_order(owner, client, worker, fake_llm):
+    provider = provider_for(owner, fake_llm)
+    run = engine.launch_run(
+        owner, draft_critique_revise(), [{"topic": "Kites <b>"}], providers={"*": provider.pk}
+    )
+    wait_for(run)
+    task = Task.objects.get(run=run)
+    client.force_login(owner)
+    page = client.get(f"/runs/{run.code}/tasks/{task.pk}/").content.decode()
+    assert "Workflow: 3 prompts in order" in page
+    positions = [
+        page.index(f"{n}. {name}") for n, name in enumerate(["draft", "critique", "revise"], 1)
+    ]
+    assert positions == sorted(positions)
+    assert "Draft a paragraph on Kites &lt;b&gt;" in page and "Kites <b>" not in page
+    assert "Memory after it" in page

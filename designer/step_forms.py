@@ -100,7 +100,7 @@ def plain_words(problem):
 
 def sentence(code, params):
     """The plain sentence of a problem code with these params."""
-    return SENTENCES[code].format(**params, **_words(params))
+    return SENTENCES[code].format_map({**params, **_words(params)})
 
 
 def problems_by_step(spec, problems=None):

@@ -28,7 +28,7 @@ from runner.spec import CallbackSpec, PipelineSpec, StepSpec
 
 from .access import pipeline_for
 from .actions import save_version
-from .step_forms import StepForm, TryForm, output_format_label, problems_by_step
+from .step_forms import StepForm, TryForm, output_format_label, plain_words, problems_by_step
 
 PROMPT_START = 90
 QUEUE_DOWN = "The workers' queue (Redis) cannot be reached right now; try again in a moment."
@@ -228,7 +228,7 @@ def _cards(spec, per_step):
                 "fan": fan,
                 "fan_words": _fan_words(cb),
                 "arrow": f"{prev.fan}: {_fan_words(prev.callback)}" if prev else "",
-                "problems": [sentence for _, sentence in per_step.get(i, [])],
+                "problems": [plain_words(p) for p in per_step.get(i, [])],
             }
         )
     return cards

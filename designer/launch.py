@@ -2,26 +2,24 @@
 
 The page launches the pipeline's latest saved version. Its inputs come from a form
 built from the first step's variables, or from an uploaded file whose columns the
-person maps to those variables (a preview shows the first rows). Before launching,
-the page shows how many calls the run will make, step by step, and what they cost
-with the chosen provider's prices (both from `runner.spec.estimate`); an optional budget in
+person maps to those variables (a preview shows the first rows; `designer/uploads.py`
+reads the file and maps its columns). Before launching, the page shows how many calls
+the run will make, step by step, and what they cost with the chosen provider's prices
+(both from `runner.spec.estimate`); an optional budget in
 dollars pauses the run when its calls have cost that much. Launching calls
 `runner.engine.launch_run` and opens the run's page.
 """
 
-import csv
-import io
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
 from pydantic import ValidationError
 
 from runner.engine import LaunchError, estimate_run, launch_run
@@ -31,184 +29,17 @@ from runner.spec import estimate as estimator
 
 from .access import pipeline_for
 from .step_forms import plain_problem
+from .uploads import (
+    MAX_ROWS,
+    MAX_UPLOAD_BYTES,
+    UploadError,
+    default_mapping,
+    map_rows,
+    read_table,
+)
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_ROWS = 100_000
 PREVIEW_ROWS = 5
-MAX_ROW_PROBLEMS = 5
 MIN_BUDGET = Decimal("0.01")
-
-
-class UploadError(ValueError):
-    pass
-
-
-# -- reading files ------------------------------------------------------------------
-
-
-@dataclass
-class Table:
-    columns: list
-    rows: list  # dicts, column -> value
-    kind: str  # "CSV", "JSON Lines", "JSON"
-
-
-def read_table(upload):
-    """The columns and rows of an uploaded CSV, JSON Lines or JSON file; UploadError says why not."""
-    if upload.size > MAX_UPLOAD_BYTES:
-        raise UploadError(
-            f"The file is {upload.size / 1024 / 1024:.1f} MB; files up to "
-            f"{MAX_UPLOAD_BYTES // 1024 // 1024} MB are accepted. Split it into smaller files."
-        )
-    raw = upload.read()
-    if not raw.strip():
-        raise UploadError("The file is empty.")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise UploadError(
-            "The file is not UTF-8 text. Save it as “CSV UTF-8” or JSON Lines and try again."
-        ) from None
-    name = (upload.name or "").lower()
-    head = text.lstrip()[:1]
-    if name.endswith((".jsonl", ".ndjson")) or (not name.endswith(".csv") and head == "{"):
-        table = _read_jsonl(text)
-    elif name.endswith(".json") or head == "[":
-        table = _read_json(text)
-    else:
-        table = _read_csv(text, tab=name.endswith(".tsv"))
-    if not table.rows:
-        raise UploadError("The file has no rows under its header.")
-    return table
-
-
-def _too_many():
-    return UploadError(
-        f"The file has more than {MAX_ROWS:,} rows; up to {MAX_ROWS:,} are accepted. "
-        "Split it into smaller files."
-    )
-
-
-def _read_csv(text, tab=False):
-    if tab:
-        dialect = csv.excel_tab
-    else:
-        try:
-            dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
-        except csv.Error:
-            dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
-    try:
-        header = next(reader, None)
-        if not header or not any(h.strip() for h in header):
-            raise UploadError("The first line of the file should name the columns.")
-        columns = [h.strip() or f"column {i + 1}" for i, h in enumerate(header)]
-        if len(set(columns)) != len(columns):
-            dup = next(c for c in columns if columns.count(c) > 1)
-            raise UploadError(f"Two columns are named “{dup}”: give each column its own name.")
-        rows = []
-        for values in reader:
-            if not any(v.strip() for v in values):
-                continue
-            if len(rows) >= MAX_ROWS:
-                raise _too_many()
-            extra = [v for v in values[len(columns) :] if v.strip()]
-            if extra:
-                raise UploadError(
-                    f"Line {reader.line_num} has {len(values)} values but the header names "
-                    f"{len(columns)} column{'s' if len(columns) > 1 else ''}. "
-                    "Check the separators and quotes on that line."
-                )
-            values = values + [""] * (len(columns) - len(values))
-            rows.append(dict(zip(columns, values, strict=False)))
-    except csv.Error as exc:
-        raise UploadError(
-            f"The file could not be read as CSV (line {reader.line_num}): {exc}."
-        ) from None
-    return Table(columns, rows, "CSV")
-
-
-def _columns_of(rows):
-    columns = {}
-    for row in rows[:1000]:
-        for key in row:
-            columns.setdefault(str(key), None)
-    return list(columns)
-
-
-def _read_jsonl(text):
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        if len(rows) >= MAX_ROWS:
-            raise _too_many()
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise UploadError(
-                f"Line {lineno} is not valid JSON. In a JSON Lines file every line is one "
-                'object, like {"topic": "Volcanoes"}.'
-            ) from None
-        if not isinstance(row, dict):
-            raise UploadError(
-                f'Line {lineno} is not a JSON object; write each line like {{"topic": "Volcanoes"}}.'
-            )
-        rows.append(row)
-    return Table(_columns_of(rows), rows, "JSON Lines")
-
-
-def _read_json(text):
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise UploadError(f"The file is not valid JSON: {exc}.") from None
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise UploadError(
-            'A JSON file should hold a list of objects, like [{"topic": "Volcanoes"}].'
-        )
-    if len(data) > MAX_ROWS:
-        raise _too_many()
-    return Table(_columns_of(data), data, "JSON")
-
-
-def default_mapping(columns, variables, chosen=None):
-    """Variable -> column: what the person chose, else a column of the same name."""
-    chosen = chosen or {}
-    out = {}
-    lower = {c.lower(): c for c in columns}
-    for var in variables:
-        col = chosen.get(var)
-        if col in columns:
-            out[var] = col
-        elif var in columns:
-            out[var] = var
-        elif var.lower() in lower:
-            out[var] = lower[var.lower()]
-        elif len(columns) == 1 and len(variables) == 1:
-            out[var] = columns[0]
-    return out
-
-
-def map_rows(table, mapping):
-    """Inputs for a run, one per row, and the problems with them (empty values)."""
-    inputs, problems, more = [], [], 0
-    for n, row in enumerate(table.rows, 1):
-        item = {}
-        for var, col in mapping.items():
-            value = row.get(col)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                if len(problems) < MAX_ROW_PROBLEMS:
-                    problems.append(
-                        f"Row {n} has no value in the column “{col}” (used for {{{{{var}}}}})."
-                    )
-                else:
-                    more += 1
-            item[var] = value
-        inputs.append(item)
-    if more:
-        problems.append(f"… and {more} more empty values.")
-    return inputs, problems
 
 
 # -- the estimate ---------------------------------------------------------------------
@@ -411,17 +242,13 @@ def _page(request, pipeline, version, spec, problems, form):
         "max_mb": MAX_UPLOAD_BYTES // 1024 // 1024,
         "max_bytes": MAX_UPLOAD_BYTES,
         "max_rows": f"{MAX_ROWS:,}",
-        "htmx": _htmx(request),
+        "htmx": bool(request.htmx),
     }
     if form.table and form.inputs:
         context["estimate"] = estimator.estimate(spec, form.inputs)
     context["cost"] = cost_estimate(spec, _cost_inputs(form), request.user, form.chosen_provider())
-    template = "designer/launch_errors.html" if _htmx(request) else "designer/launch.html"
+    template = "designer/launch_errors.html" if request.htmx else "designer/launch.html"
     return render(request, template, context)
-
-
-def _htmx(request):
-    return request.headers.get("HX-Request") == "true"
 
 
 def _cost_inputs(form):
@@ -469,10 +296,8 @@ def launch(request, code):
             form.add_error(None, plain_problem(problem))
         return _page(request, pipeline, version, spec, problems, form)
     url = reverse("designer:run-detail", args=[run.code])
-    if _htmx(request):
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
     return redirect(url)
 
 

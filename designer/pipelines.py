@@ -5,8 +5,6 @@ Views are adapters: an access helper finds the pipeline (another user's is a 404
 whatever the method), a form validates, designer/actions.py applies.
 """
 
-import uuid
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import JSONField, Max, OuterRef, Subquery
@@ -22,7 +20,7 @@ from . import actions
 from .access import pipeline_for
 from .forms import IMPORT_MAX_BYTES, ImportForm, PipelineNameForm
 from .models import Pipeline, PipelineVersion
-from .views import go, is_htmx, optional_url
+from .views import go
 
 FORMAT_LABELS = {
     OutputFormat.TEXT: "text",
@@ -35,10 +33,8 @@ FORMAT_LABELS = {
 
 
 def open_url(pipeline):
-    """Where a new or copied pipeline opens: the editor when it exists, else its page."""
-    return optional_url("designer:pipeline-edit", pipeline.code) or reverse(
-        "designer:pipeline-detail", args=[pipeline.code]
-    )
+    """Where a new or copied pipeline opens: the designer."""
+    return reverse("designer:pipeline-edit", args=[pipeline.code])
 
 
 def post_only(request):
@@ -112,7 +108,7 @@ def _list_context(request, form=None):
     return {
         "rows": rows,
         "form": form or PipelineNameForm(),
-        "has_editor": optional_url("designer:pipeline-edit", uuid.UUID(int=0)) is not None,
+        "has_editor": True,  # the list links each pipeline to the designer
     }
 
 
@@ -132,7 +128,7 @@ def pipeline_create(request):
         )
         messages.success(request, f"Created the pipeline “{pipeline.name}”.")
         return go(request, open_url(pipeline))
-    if is_htmx(request):
+    if request.htmx:
         return render(request, "designer/pipelines_create_form.html", {"form": form})
     return render(request, "designer/pipelines.html", _list_context(request, form))
 
@@ -146,8 +142,8 @@ def pipeline_detail(request, code):
         pipeline=pipeline,
         latest=latest,
         versions=pipeline.versions.all()[:5],
-        edit_url=optional_url("designer:pipeline-edit", pipeline.code),
-        launch_url=optional_url("designer:pipeline-launch", pipeline.code),
+        edit_url=reverse("designer:pipeline-edit", args=[pipeline.code]),
+        launch_url=reverse("designer:pipeline-launch", args=[pipeline.code]),
     )
     return render(request, "designer/pipeline_detail.html", ctx)
 
@@ -165,7 +161,7 @@ def pipeline_rename(request, code):
     else:
         form = PipelineNameForm(initial={"name": pipeline.name})
     ctx = {"pipeline": pipeline, "form": form}
-    if is_htmx(request):
+    if request.htmx:
         return render(request, "designer/pipeline_rename_form.html", ctx)
     return render(request, "designer/pipeline_rename.html", ctx)
 

@@ -18,7 +18,7 @@ from runner.models import Provider
 from . import actions
 from .access import provider_for
 from .forms import ProviderForm, price_rows
-from .views import go, is_htmx
+from .views import go
 
 
 @login_required
@@ -35,7 +35,7 @@ def _data(request):
 
 def _form_page(request, form, provider=None):
     ctx = {"form": form, "provider": provider}
-    if is_htmx(request):
+    if request.htmx:
         return render(request, "designer/providers_form_partial.html", ctx)
     return render(request, "designer/providers_form.html", ctx)
 
@@ -70,7 +70,7 @@ def provider_test(request, code):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     check = actions.check_provider(provider)
-    if is_htmx(request):
+    if request.htmx:
         return render(
             request, "designer/providers_test_result.html", {"provider": provider, "check": check}
         )

@@ -1,173 +1,129 @@
 """The step panel's forms, and pipeline problems in plain words.
 
 `StepForm` turns what a person typed into a `StepSpec` (the one spec, runner.spec);
-`friendly()` turns a `PipelineSpec.problems()` sentence into the form field it is
-about and a sentence a non-programmer understands. `TryForm` asks for the values a
-step's prompt uses, to try it on one sample.
+`plain_words()` words a spec `Problem` (from its `code` and `params`) for a
+non-programmer, and `StepForm.show_problems` puts it beside the field it names
+(`problem.field`). `TryForm` asks for the values a step's prompt uses, to try it on
+one sample.
 """
 
 import json
-import re
 
 from django import forms
 from pydantic import ValidationError
 
-from runner.spec import KEY_RE, OutputFormat, StepSpec, templating
+from runner.spec import KEY_RE, OutputFormat, Problem, StepSpec, checks, templating
 
 # -- problems in plain words ------------------------------------------------------------
 
 _LABEL = {"prompt": "prompt", "system": "system prompt"}
-_AVAILABLE = "(?P<a>.*)"
-# (pattern, field, sentence): the sentence is formatted with the pattern's groups,
-# `label` (the field's name in words) and `can_use` (the names the step may use).
-_RULES = [
-    (
-        r"the (?P<f>prompt|system) uses \{\{(?P<v>\w+)\}\}, which is not made by any step "
-        rf"before this one \(available: {_AVAILABLE}\)",
-        "{f}",
-        "`{{{{{v}}}}}` is not made by any step before this one. {can_use}",
-    ),
-    (
-        r"the (?P<f>prompt|system) uses \{\{(?P<v>\w+)\}\}, which is not one of the "
-        rf"pipeline's inputs \({_AVAILABLE}\)",
-        "{f}",
-        "`{{{{{v}}}}}` is not one of the pipeline's inputs. {inputs_are}",
-    ),
-    (
-        r"the (?P<f>prompt|system) is not a valid template \((?P<d>.*)\)",
-        "{f}",
-        "The {label} has a mistake in a {{{{ }}}} placeholder ({d}). "
-        "Check that every {{{{ has a matching }}}} and holds one name.",
-    ),
-    (
-        r"the name is already used by step (?P<n>\d+).*",
-        "name",
-        "Step {n} already has this name. Give each step its own name.",
-    ),
-    (
-        r"output key '(?P<k>.*)' must start with a letter.*",
-        "output_key",
-        "A result name starts with a letter and holds only letters, digits and _ "
-        "(for example: answer).",
-    ),
-    (
-        r"output key '(?P<k>.*)' is already made by step (?P<n>\d+).*",
-        "output_key",
-        "Step {n} already stores its result as “{k}”. Choose another name.",
-    ),
-    (
-        r"output key '(?P<k>.*)' is already one of the pipeline's inputs.*",
-        "output_key",
-        "“{k}” is one of the pipeline's inputs. Choose another name.",
-    ),
-    (
-        r"callback key '(?P<k>.*)' must start with a letter.*",
-        "key:{k}",
-        "A name starts with a letter and holds only letters, digits and _ (for example: item).",
-    ),
-    (
-        r"scatter needs .*",
-        "callback",
-        "Fanning out needs a list: set the output format to “JSON list”.",
-    ),
-    (
-        r"flatten needs .*",
-        "callback",
-        "Flattening needs lists: set the output format to “JSON list”.",
-    ),
-    (r"broadcast needs n.*", "n", "Say how many copies of each result to make (for example 3)."),
-    (
-        r"split needs a delimiter",
-        "delimiter",
-        "Say what to split the text on (for example a comma).",
-    ),
-    (
-        r"(split|split_lines) works on text output.*",
-        "callback",
-        "Splitting works on text: set the output format to “Text”.",
-    ),
-    (r"pick needs the field.*", "field", "Say which field of the JSON object to take."),
-    (
-        r"pick needs the step's output format to be a JSON object",
-        "callback",
-        "Picking a field needs a JSON object: set the output format to “JSON object”.",
-    ),
-    (
-        r"a Python callback needs the name.*",
-        "callback",
-        "This step's Python callback has no name; ask a developer.",
-    ),
-    (
-        rf"aggregate groups by '(?P<k>.*)', which this step's tasks do not carry \(available: {_AVAILABLE}\)",
-        "group_by",
-        "The tasks of this step don't carry “{k}”. {group_by}",
-    ),
-    (
-        r"a schema only applies .*",
-        "output_format",
-        "Named fields only apply to the “JSON object” output format.",
-    ),
-    (
-        r"the pipeline has no steps.*",
-        "",
-        "The pipeline has no steps yet: drag one in from the palette.",
-    ),
-]
-_RULES = [(re.compile(p, re.S), field, sentence) for p, field, sentence in _RULES]
+# code -> sentence, formatted with the problem's params and the words of `_words`.
+SENTENCES = {
+    "unknown_variable": "`{{{{{variable}}}}}` is not made by any step before this one. {can_use}",
+    "not_an_input": "`{{{{{variable}}}}}` is not one of the pipeline's inputs. {inputs_are}",
+    "bad_template": "The {label} has a mistake in a {{{{ }}}} placeholder ({error}). "
+    "Check that every {{{{ has a matching }}}} and holds one name.",
+    "duplicate_name": "Step {other_number} already has this name. Give each step its own name.",
+    "bad_output_key": "A result name starts with a letter and holds only letters, digits and _ "
+    "(for example: answer).",
+    "duplicate_output_key": "Step {other_number} already stores its result as “{key}”. "
+    "Choose another name.",
+    "output_key_is_input": "“{key}” is one of the pipeline's inputs. Choose another name.",
+    "bad_callback_key": "A name starts with a letter and holds only letters, digits and _ "
+    "(for example: item).",
+    "scatter_needs_list": "Fanning out needs a list: set the output format to “JSON list”.",
+    "flatten_needs_list": "Flattening needs lists: set the output format to “JSON list”.",
+    "broadcast_needs_n": "Say how many copies of each result to make (for example 3).",
+    "split_needs_delimiter": "Say what to split the text on (for example a comma).",
+    "split_needs_text": "Splitting works on text: set the output format to “Text”.",
+    "pick_needs_field": "Say which field of the JSON object to take.",
+    "pick_needs_object": "Picking a field needs a JSON object: "
+    "set the output format to “JSON object”.",
+    "python_needs_name": "This step's Python callback has no name; ask a developer.",
+    "unknown_group_by": "The tasks of this step don't carry “{key}”. {group_by}",
+    "schema_needs_object": "Named fields only apply to the “JSON object” output format.",
+    "no_steps": "The pipeline has no steps yet: drag one in from the palette.",
+}
+# Codes whose sentence already reads well: shown as it is, with a capital letter.
+AS_WRITTEN = {
+    "spec_version",
+    "bad_input_key",
+    "not_json",
+    "not_an_object",
+    "unknown_field",
+    "unknown_callback",
+    "unknown_output_format",
+    "missing",
+    "invalid",
+    "no_inputs",
+    "input_not_object",
+    "input_missing",
+    "bad_input_row_key",
+    "more_problems",
+    "no_provider_named",
+    "no_provider",
+    "no_model",
+    "other",
+}
 
 
 def _names(available, lead):
-    if available.strip() in ("", "nothing"):
+    if not available:
         return "No step before this one makes anything yet."
-    names = ", ".join(f"{{{{{n.strip()}}}}}" for n in available.split(","))
+    names = ", ".join(f"{{{{{n}}}}}" for n in available)
     return f"{lead}: {names}."
 
 
-def friendly(message):
-    """(field or None, plain sentence) for one problem sentence without its step prefix."""
-    text = message.strip()
-    for pattern, field, sentence in _RULES:
-        m = pattern.fullmatch(text)
-        if m:
-            groups = {k: v or "" for k, v in m.groupdict().items()}
-            a = groups.get("a", "")
-            words = {
-                "label": _LABEL.get(groups.get("f"), ""),
-                "can_use": _names(a, "You can use"),
-                "inputs_are": _names(a, "The inputs are"),
-                "group_by": _names(a, "You can group by"),
-            }
-            return field.format(**groups) or None, sentence.format(**groups, **words)
-    return None, (text[:1].upper() + text[1:]) if text else text
+def _words(params):
+    available = params.get("available") or []
+    other = params.get("other")
+    return {
+        "label": _LABEL.get(params.get("part"), ""),
+        "can_use": _names(available, "You can use"),
+        "inputs_are": _names(available, "The inputs are"),
+        "group_by": _names(available, "You can group by"),
+        "other_number": "" if other is None else other + 1,
+    }
 
 
-def step_prefix(spec, index):
-    return f"step {index + 1} ('{spec.steps[index].name}'): "
+def _capital(text):
+    text = text.strip()
+    return text[:1].upper() + text[1:]
+
+
+def plain_words(problem):
+    """A problem (without its step) as a sentence a non-programmer understands."""
+    if problem.code not in SENTENCES:
+        return _capital(problem.detail or problem.message)
+    return sentence(problem.code, problem.params)
+
+
+def sentence(code, params):
+    """The plain sentence of a problem code with these params."""
+    return SENTENCES[code].format_map({**params, **_words(params)})
 
 
 def problems_by_step(spec, problems=None):
-    """({step index: [(field, sentence)]}, [pipeline-level sentences])."""
+    """({step index: [Problem]}, [pipeline-level sentences])."""
     problems = spec.problems() if problems is None else problems
     per_step, general = {}, []
-    for message in problems:
-        for i in range(len(spec.steps)):
-            prefix = step_prefix(spec, i)
-            if message.startswith(prefix):
-                per_step.setdefault(i, []).append(friendly(message[len(prefix) :]))
-                break
+    for problem in problems:
+        if problem.step is None or not 0 <= problem.step < len(spec.steps):
+            general.append(plain_words(problem))
         else:
-            general.append(friendly(message)[1])
+            per_step.setdefault(problem.step, []).append(problem)
     return per_step, general
 
 
-def plain_problem(message):
+def plain_problem(problem):
     """One launch or save problem as a sentence that names the step in plain words."""
-    m = re.match(r"step (\d+)(?: \('(.*?)'\))?: (.*)", message, re.S)
-    if not m:
-        return friendly(message)[1]
-    _, sentence = friendly(m[3])
-    name = f" ({m[2]})" if m[2] else ""
-    return f"Step {m[1]}{name}: {sentence}"
+    if not isinstance(problem, Problem):  # a bare sentence
+        return _capital(str(problem))
+    sentence = plain_words(problem)
+    if problem.step is None:
+        return sentence
+    name = f" ({problem.step_name})" if problem.step_name else ""
+    return f"Step {problem.step + 1}{name}: {sentence}"
 
 
 # -- the step form ----------------------------------------------------------------------
@@ -198,18 +154,6 @@ CALLBACK_PARAMS = {
     "split": ("item_key", "delimiter"),
     "pick": ("field", "into"),
     "python": ("name", "produces"),
-}
-_LOC_FIELDS = {
-    ("name",): "name",
-    ("prompt",): "prompt",
-    ("system",): "system",
-    ("model", "name"): "model",
-    ("params", "temperature"): "temperature",
-    ("params", "max_tokens"): "max_tokens",
-    ("output_format",): "output_format",
-    ("output_key",): "output_key",
-    ("callback", "type"): "callback",
-    ("callback", "n"): "n",
 }
 
 
@@ -360,14 +304,14 @@ class StepForm(forms.Form):
             try:
                 templating.check(data.get(part) or "")
             except templating.TemplateError as exc:
-                self.add_error(part, friendly(f"the {part} is not a valid template ({exc})")[1])
+                self.add_error(part, sentence("bad_template", {"part": part, "error": str(exc)}))
         if self.errors:
             return data
         try:
             self.step = StepSpec.model_validate(self._step_data(data))
         except ValidationError as exc:
             for err in exc.errors():
-                field = _LOC_FIELDS.get(tuple(err["loc"]))
+                field = checks.field_of(err["loc"])
                 self.add_error(field if field in self.fields else None, err["msg"])
         return data
 
@@ -413,15 +357,11 @@ class StepForm(forms.Form):
             "callback": cb,
         }
 
-    def show_problems(self, pairs):
-        """Put (field, sentence) pairs from `problems_by_step` beside their fields."""
-        values = {p: self.data.get(self.add_prefix(p)) for p in ("item_key", "into", "group_by")}
-        for field, sentence in pairs:
-            if field and field.startswith("key:"):
-                key = field[4:]
-                field = next((p for p, v in values.items() if v == key), None)
-            if field not in self.fields:
-                field = None
+    def show_problems(self, problems):
+        """Put this step's problems (from `problems_by_step`) beside the fields they name."""
+        for problem in problems:
+            field = problem.field if problem.field in self.fields else None
+            sentence = plain_words(problem)
             if sentence not in list(self.errors.get(field or "__all__", [])):
                 self.add_error(field, sentence)
 
@@ -494,8 +434,9 @@ class TryForm(forms.Form):
 
 
 __all__ = [
-    "friendly",
+    "SENTENCES",
     "plain_problem",
+    "plain_words",
     "problems_by_step",
     "StepForm",
     "TryForm",

@@ -5,12 +5,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.db import transaction
-from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
+from django_htmx.http import HttpResponseClientRedirect
 
 from runner.models import Run
 
@@ -18,24 +18,10 @@ from .forms import SetupForm
 from .models import Pipeline
 
 
-def optional_url(name, *args):
-    """The URL of a page another part of the designer may not provide yet, else None."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
-
-
-def is_htmx(request):
-    return request.headers.get("HX-Request") == "true"
-
-
 def go(request, url):
     """Redirect; an htmx request gets HX-Redirect so the whole page changes."""
-    if is_htmx(request):
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
     return redirect(url)
 
 
@@ -49,14 +35,14 @@ def home(request):
         return redirect("setup" if no_account_yet() else "login")
     pipelines = Pipeline.objects.filter(owner=request.user)[:8]
     recent = Run.objects.filter(owner=request.user).only("code", "name", "status", "created")
-    runs = [(run, optional_url("designer:run-detail", run.code)) for run in recent[:10]]
+    runs = [(run, reverse("designer:run-detail", args=[run.code])) for run in recent[:10]]
     return render(
         request,
         "designer/home.html",
         {
             "pipelines": pipelines,
             "runs": runs,
-            "runs_url": optional_url("designer:run-list"),
+            "runs_url": reverse("designer:run-list"),
         },
     )
 

@@ -5,12 +5,17 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from runner.models import Provider
+from runner.spec import Problem
+from runner.spec.checks import as_problems
 
 
 class LaunchError(ValueError):
+    """A run that cannot start: `problems` are `Problem`s (bad inputs, steps without a
+    provider or a model), `str()` their sentences."""
+
     def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
+        self.problems = as_problems(problems)
+        super().__init__("; ".join(p.message for p in self.problems))
 
 
 @dataclass
@@ -79,7 +84,6 @@ def resolve_endpoints(run, spec):
     problems, out = [], []
     cache = {}
     for i, step in enumerate(spec.steps):
-        where = f"step {i + 1} ('{step.name}')"
         pid = run.providers.get(step.name) or (
             run.providers.get("*") if step.model.provider == "default" else None
         )
@@ -90,7 +94,14 @@ def resolve_endpoints(run, spec):
             provider = Provider.objects.filter(owner=run.owner_id, name=step.model.provider).first()
             if provider is None:
                 problems.append(
-                    f"{where}: no provider named '{step.model.provider}'; add it on the providers page"
+                    Problem.at(
+                        i,
+                        step.name,
+                        "provider",
+                        "no_provider_named",
+                        f"no provider named '{step.model.provider}'; add it on the providers page",
+                        provider=step.model.provider,
+                    )
                 )
                 out.append(None)
                 continue
@@ -104,13 +115,25 @@ def resolve_endpoints(run, spec):
             ep.fallbacks = _fallbacks(step, model)
         else:
             problems.append(
-                f"{where}: no LLM provider is set; add one on the providers page or pass --base-url"
+                Problem.at(
+                    i,
+                    step.name,
+                    "provider",
+                    "no_provider",
+                    "no LLM provider is set; add one on the providers page or pass --base-url",
+                )
             )
             out.append(None)
             continue
         if not ep.model:
             problems.append(
-                f"{where}: no model is chosen; set the step's model or the provider's default model"
+                Problem.at(
+                    i,
+                    step.name,
+                    "model",
+                    "no_model",
+                    "no model is chosen; set the step's model or the provider's default model",
+                )
             )
         out.append(ep)
     if problems:

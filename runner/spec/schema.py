@@ -5,8 +5,9 @@ the Python builder produces it, and a run keeps a snapshot of it. Nothing else
 parses pipeline JSON.
 
 Structure is checked by pydantic; meaning (keys that exist, callbacks that fit the
-output) by `PipelineSpec.problems()`. `load()` runs both and raises `SpecError`
-with one plain sentence per problem, each naming the step it is about.
+output) by `PipelineSpec.problems()`, which `checks.py` implements. `load()` runs
+both and raises `SpecError` whose `problems` are `checks.Problem`s: each names its
+step, the form field it is about and a stable code, and reads as one plain sentence.
 """
 
 import json
@@ -14,19 +15,11 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from . import templating
+from . import checks, templating
 from . import workflow as wf
-from .workflow import KEY_RE, OutputFormat, WorkflowSpec
+from .checks import SPEC_VERSION, SpecError
+from .workflow import OutputFormat, WorkflowSpec
 from .workflow import Strict as _Model
-
-SPEC_VERSION = 1
-
-
-class SpecError(ValueError):
-    def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
-
 
 CallbackType = Literal[
     "default",
@@ -170,13 +163,13 @@ class PipelineSpec(_Model):
             try:
                 data = json.loads(data)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise SpecError([f"the file is not valid JSON: {exc}"]) from None
+                raise SpecError([checks.not_json(exc)]) from None
         if not isinstance(data, dict):
-            raise SpecError(["a pipeline spec is a JSON object with a list of steps"])
+            raise SpecError([checks.not_an_object()])
         try:
             spec = cls.model_validate(data)
         except ValidationError as exc:
-            raise SpecError(_describe(exc, data)) from None
+            raise SpecError(checks.describe(exc, data)) from None
         problems = spec.problems()
         if problems:
             raise SpecError(problems)
@@ -231,169 +224,9 @@ class PipelineSpec(_Model):
         return out
 
     def problems(self):
-        out = []
-        if not self.steps:
-            return ["the pipeline has no steps: add at least one step"]
-        if self.spec_version != SPEC_VERSION:
-            out.append(
-                f"spec_version {self.spec_version} is not supported (this version reads {SPEC_VERSION})"
-            )
-        for key in self.input_keys:
-            if not KEY_RE.match(key):
-                out.append(
-                    f"input key '{key}' must start with a letter and hold only letters, digits and _"
-                )
-        seen_names, seen_keys = {}, {}
-        contexts = self.contexts()
-        first_keys = set(self.first_step_keys())
-        for i, step in enumerate(self.steps):
-            where = f"step {i + 1} ('{step.name}')"
-            if step.name in seen_names:
-                out.append(
-                    f"{where}: the name is already used by step {seen_names[step.name] + 1}; give each step its own name"
-                )
-            seen_names.setdefault(step.name, i)
-            if not KEY_RE.match(step.output_key):
-                out.append(
-                    f"{where}: output key '{step.output_key}' must start with a letter and hold only letters, digits and _"
-                )
-            elif step.output_key in seen_keys:
-                out.append(
-                    f"{where}: output key '{step.output_key}' is already made by step {seen_keys[step.output_key] + 1}; choose another"
-                )
-            seen_keys.setdefault(step.output_key, i)
-            out.extend(f"{where}: {p}" for p in _callback_problems(step))
-            ctx = contexts[i]
-            if ctx is not None:
-                cb = step.callback
-                if step.output_key in first_keys:
-                    out.append(
-                        f"{where}: output key '{step.output_key}' is already one of the pipeline's inputs; choose another"
-                    )
-                if cb.type == "aggregate" and cb.group_by and cb.group_by not in ctx:
-                    made = ", ".join(sorted(ctx)) or "nothing"
-                    out.append(
-                        f"{where}: aggregate groups by '{cb.group_by}', which this step's tasks do not carry (available: {made})"
-                    )
-            if step.output_schema is not None and step.output_format != OutputFormat.JSON_OBJECT:
-                out.append(f"{where}: a schema only applies to the 'JSON object' output format")
-            if step.workflow is not None:
-                if step.prompt or step.system:
-                    out.append(
-                        f"{where}: a step has a prompt or a workflow, not both; clear the prompt"
-                    )
-                out.extend(f"{where}: {p}" for _, _, p in wf.problems(step.workflow, ctx))
-                continue
-            if not step.prompt:
-                out.append(f"{where}: prompt is missing")
-            for field_name in ("prompt", "system"):
-                source = getattr(step, field_name)
-                try:
-                    used = templating.variables(source)
-                except templating.TemplateError as exc:
-                    out.append(f"{where}: the {field_name} is not a valid template ({exc})")
-                    continue
-                if ctx is None or (i == 0 and not self.input_keys):
-                    continue
-                for name in sorted(used - ctx):
-                    made = ", ".join(sorted(ctx)) or "nothing"
-                    if i == 0:
-                        out.append(
-                            f"{where}: the {field_name} uses {{{{{name}}}}}, which is not one of the pipeline's inputs ({made})"
-                        )
-                    else:
-                        out.append(
-                            f"{where}: the {field_name} uses {{{{{name}}}}}, which is not made by any step before this one (available: {made})"
-                        )
-        return out
+        """Every problem with what this spec means, as `checks.Problem`s (empty: none)."""
+        return checks.spec_problems(self)
 
     def check_inputs(self, inputs):
         """Problems with a list of input dicts for a run of this spec."""
-        if not isinstance(inputs, list) or not inputs:
-            return ["give at least one input"]
-        needed = set(self.first_step_keys())
-        out = []
-        for n, row in enumerate(inputs, 1):
-            if not isinstance(row, dict):
-                out.append(f"input {n} is not a set of key/value pairs")
-                continue
-            missing = sorted(needed - set(row))
-            if missing:
-                out.append(f"input {n} has no value for {', '.join(missing)}")
-            bad = [k for k in row if not isinstance(k, str) or not KEY_RE.match(k)]
-            if bad:
-                out.append(
-                    f"input {n}: key {bad[0]!r} must start with a letter and hold only letters, digits and _"
-                )
-            if len(out) >= 20:
-                out = out[:20] + ["(more problems not shown)"]
-                break
-        return out
-
-    def fan_summary(self):
-        return [f"{s.name}: {s.fan}" for s in self.steps]
-
-
-def _callback_problems(step):
-    cb = step.callback
-    t = cb.type
-    out = []
-    for key_name in ("item_key", "into", "group_by"):
-        value = getattr(cb, key_name)
-        if value is not None and not KEY_RE.match(value):
-            out.append(
-                f"callback key '{value}' must start with a letter and hold only letters, digits and _"
-            )
-    if t == "scatter" and step.output_format != OutputFormat.JSON_LIST:
-        out.append(
-            "scatter needs the step's output format to be a JSON list (each item becomes a task)"
-        )
-    if t == "flatten" and step.output_format != OutputFormat.JSON_LIST:
-        out.append(
-            "flatten needs the step's output format to be a JSON list (lists are joined into one)"
-        )
-    if t == "broadcast" and cb.n is None:
-        out.append("broadcast needs n, the number of copies of each output")
-    if t == "split" and not cb.delimiter:
-        out.append("split needs a delimiter")
-    if t in ("split", "split_lines") and step.output_format != OutputFormat.TEXT:
-        out.append(f"{t} works on text output; choose the text output format")
-    if t == "pick":
-        if not cb.field:
-            out.append("pick needs the field to take from the JSON object")
-        if step.output_format != OutputFormat.JSON_OBJECT:
-            out.append("pick needs the step's output format to be a JSON object")
-    if t == "python" and not cb.name:
-        out.append("a Python callback needs the name it was registered under")
-    return out
-
-
-def _describe(exc, data):
-    """Turn pydantic's errors into sentences that name the step."""
-    out = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = "pipeline"
-        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
-            steps = data.get("steps") or []
-            name = (
-                steps[loc[1]].get("name")
-                if loc[1] < len(steps) and isinstance(steps[loc[1]], dict)
-                else None
-            )
-            where = f"step {loc[1] + 1}" + (f" ('{name}')" if name else "")
-            loc = loc[2:]
-        field = ".".join(str(p) for p in loc) or "value"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "is not a known field"
-        elif err["type"] == "literal_error" and field.endswith("callback.type"):
-            msg = f"unknown callback {err.get('input')!r} (known: default, scatter, broadcast, aggregate, flatten, split_lines, split, pick, python)"
-        elif err["type"] == "enum" and field == "output_format":
-            msg = (
-                f"unknown output format {err.get('input')!r} (known: text, json_list, json_object)"
-            )
-        elif err["type"] == "missing":
-            msg = "is missing"
-        out.append(f"{where}: {field} {msg}")
-    return out
+        return checks.input_problems(self, inputs)

@@ -26,8 +26,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import templating
+from .checks import KEY_RE
 
-KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 END = "_end"
 DEFAULT_MAX_STEPS = 20
@@ -207,6 +207,10 @@ class WorkflowSpec(Strict):
         if any(o.kind == "push" for t in self.tasks for o in t.outputs if o.key == key):
             return OutputFormat.JSON_LIST
         return writers[-1].output_format if writers else OutputFormat.TEXT
+
+    def check(self, available):
+        """What is wrong with this workflow: (field, code, sentence) triples (see `problems`)."""
+        return problems(self, available)
 
     def shape(self):
         """In words, for the designer's step card: "3 prompts, loops up to 5 times"."""

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from designer import launch
+from designer import uploads
 from designer.actions import create_pipeline, save_version
 from runner.models import Provider, Run
 from runner.spec import CallbackSpec, PipelineSpec, StepSpec, estimate, library
@@ -149,8 +149,8 @@ def test_bad_files_are_refused_with_a_clear_message(
 
 
 def test_size_and_row_limits(client_owner, qa, provider, monkeypatch):
-    big = b"topic\n" + b"Solar energy and more\n" * (launch.MAX_UPLOAD_BYTES // 22 + 10)
-    assert len(big) > launch.MAX_UPLOAD_BYTES
+    big = b"topic\n" + b"Solar energy and more\n" * (uploads.MAX_UPLOAD_BYTES // 22 + 10)
+    assert len(big) > uploads.MAX_UPLOAD_BYTES
     r = client_owner.post(
         url(qa),
         {
@@ -162,7 +162,7 @@ def test_size_and_row_limits(client_owner, qa, provider, monkeypatch):
     assert "files up to 20 MB are accepted" in r.text
     r = client_owner.post(url(qa, "preview/"), {"file": SimpleUploadedFile("big.csv", big)}, **HX)
     assert "files up to 20 MB are accepted" in r.text
-    monkeypatch.setattr(launch, "MAX_ROWS", 3)
+    monkeypatch.setattr(uploads, "MAX_ROWS", 3)
     for name, body in [
         ("rows.csv", "topic\na\nb\nc\nd\n"),
         ("rows.jsonl", '{"topic": "a"}\n' * 4),

@@ -202,7 +202,7 @@ def test_import_a_broken_file_lists_every_problem_and_saves_nothing(logged_in):
     assert response.status_code == 200
     page = html(response)
     for problem in problems:
-        assert problem.replace("'", "&#x27;") in page, problem
+        assert str(problem).replace("'", "&#x27;") in page, problem
     assert f"{len(problems)} problems in this file; nothing was saved" in page
     assert not Pipeline.objects.exists()
 

@@ -11,6 +11,7 @@ from runner.spec import (
     CallbackType,
     OutputFormat,
     PipelineSpec,
+    Problem,
     SpecError,
     StepSpec,
 )
@@ -26,9 +27,9 @@ def problems_of(data):
     with pytest.raises(SpecError) as info:
         PipelineSpec.load(data)
     err = info.value
-    assert str(err) == "; ".join(err.problems)
+    assert str(err) == "; ".join(map(str, err.problems))
     assert isinstance(err, ValueError)
-    return err.problems
+    return [str(p) for p in err.problems]
 
 
 def only_problem(data):
@@ -592,9 +593,9 @@ def test_full_spec_contexts():
     ]
 
 
-def test_fan_summary():
+def test_fan_of_each_step():
     spec = PipelineSpec.load(full_spec())
-    assert spec.fan_summary() == [
+    assert [f"{s.name}: {s.fan}" for s in spec.steps] == [
         "subtopics: 1 -> N",
         "question: 1 -> 1",
         "answer: 1 -> n",
@@ -632,7 +633,7 @@ def test_check_inputs_row_not_a_dict_and_bad_key():
     spec = PipelineSpec.load({"steps": [step("a", "{{ topic }}", "x")]})
     problems = spec.check_inputs(["topic", {"topic": "a", "bad key": 1}])
     assert problems[0] == "input 1 is not a set of key/value pairs"
-    assert problems[1].startswith("input 2: key 'bad key' must start with a letter")
+    assert str(problems[1]).startswith("input 2: key 'bad key' must start with a letter")
 
 
 def test_check_inputs_caps_the_number_of_problems():
@@ -666,7 +667,7 @@ def test_aggregate_group_by_must_be_a_key_of_the_step():
     with pytest.raises(SpecError) as info:
         PipelineSpec.load(data)
     assert any(
-        p.startswith("step 2 ('answer'): ") and "nonexistent" in p for p in info.value.problems
+        str(p).startswith("step 2 ('answer'): ") and "nonexistent" in p for p in info.value.problems
     ), info.value.problems
 
 
@@ -683,4 +684,174 @@ def test_output_key_may_not_shadow_an_input_key():
     }
     with pytest.raises(SpecError) as info:
         PipelineSpec.load(data)
-    assert any("topic" in p and p.startswith("step 1 ('one')") for p in info.value.problems)
+    assert any("topic" in p and str(p).startswith("step 1 ('one')") for p in info.value.problems)
+
+
+# -- problems as data ------------------------------------------------------------------
+
+# Bad specs that between them make every problem the spec checks know, with the
+# (step, field, code) each problem must carry. The designer's tests use them too.
+BAD_SPECS = [
+    ({"steps": []}, [(None, "", "no_steps")]),
+    (
+        {"spec_version": 2, "input_keys": ["bad key"], "steps": [step("a", "{{topic}}", "x")]},
+        [
+            (None, "spec_version", "spec_version"),
+            (None, "input_keys", "bad_input_key"),
+            (0, "prompt", "not_an_input"),
+        ],
+    ),
+    (
+        {
+            "steps": [
+                step("a", "{{topic}}", "x", callback={"type": "scatter"}),
+                step("a", "{{x}}", "x", system="{{nope}}"),
+                step("b", "{{x}}", "bad key"),
+            ]
+        },
+        [
+            (0, "callback", "scatter_needs_list"),
+            (1, "name", "duplicate_name"),
+            (1, "output_key", "duplicate_output_key"),
+            (1, "system", "unknown_variable"),
+            (2, "output_key", "bad_output_key"),
+        ],
+    ),
+    (
+        {"input_keys": ["topic"], "steps": [step("one", "{{topic}}", "topic")]},
+        [(0, "output_key", "output_key_is_input")],
+    ),
+    (
+        {
+            "steps": [
+                step("f", "{{topic}}", "f", callback={"type": "flatten"}),
+                step("b", "{{f}}", "b", callback={"type": "broadcast"}),
+                step("s", "{{b}}", "s", output_format="json_list", callback={"type": "split"}),
+                step("p", "{{s}}", "p", callback={"type": "pick"}),
+                step(
+                    "k",
+                    "{{p}}",
+                    "k",
+                    output_format="json_list",
+                    callback={"type": "scatter", "item_key": "bad key"},
+                ),
+                step("y", "{{p}}", "y", callback={"type": "python"}),
+            ]
+        },
+        [
+            (0, "callback", "flatten_needs_list"),
+            (1, "n", "broadcast_needs_n"),
+            (2, "delimiter", "split_needs_delimiter"),
+            (2, "callback", "split_needs_text"),
+            (3, "field", "pick_needs_field"),
+            (3, "callback", "pick_needs_object"),
+            (4, "item_key", "bad_callback_key"),
+            (5, "callback", "python_needs_name"),
+        ],
+    ),
+    (
+        {
+            "steps": [
+                step("ask", "{{topic}}", "q"),
+                step("agg", "{{q}}", "a", callback={"type": "aggregate", "group_by": "nope"}),
+                step("obj", "{{a", "o", output_schema={"type": "object"}),
+            ]
+        },
+        [
+            (1, "group_by", "unknown_group_by"),
+            (2, "output_format", "schema_needs_object"),
+            (2, "prompt", "bad_template"),
+        ],
+    ),
+    ("not json {", [(None, "", "not_json")]),
+    ([1, 2], [(None, "", "not_an_object")]),
+    (
+        {
+            "colour": "red",
+            "steps": [
+                {"name": "a", "prompt": "x", "output_key": "a", "colour": "red"},
+                {"name": "b", "output_key": "b", "callback": {"type": "nope"}},
+                step("c", "x", "c", output_format="xml", params={"temperature": 5}),
+                step("d", "x", "d", callback={"type": "broadcast", "n": 0}),
+            ],
+        },
+        [
+            (None, "colour", "unknown_field"),
+            (0, "colour", "unknown_field"),
+            (1, "prompt", "missing"),
+            (1, "callback", "unknown_callback"),
+            (2, "temperature", "invalid"),
+            (2, "output_format", "unknown_output_format"),
+            (3, "n", "invalid"),
+        ],
+    ),
+]
+
+
+def spec_problems(data):
+    """The Problems of `data`: from load() when its structure is wrong, else problems()."""
+    try:
+        return PipelineSpec.load(data).problems()
+    except SpecError as exc:
+        return exc.problems
+
+
+@pytest.mark.parametrize(("data", "expected"), BAD_SPECS)
+def test_each_problem_names_its_step_field_and_code(data, expected):
+    problems = spec_problems(data)
+    assert all(isinstance(p, Problem) for p in problems)
+    found = [(p.step, p.field, p.code) for p in problems]
+    assert sorted(found, key=repr) == sorted(expected, key=repr)
+
+
+@pytest.mark.parametrize(("data", "expected"), BAD_SPECS)
+def test_a_problem_reads_as_its_sentence_with_the_step_named(data, expected):
+    raw = json.loads(data) if isinstance(data, str) and data.startswith("{") else data
+    for p in spec_problems(data):
+        assert str(p) == p.message and p == p.message and p.detail in p
+        if p.step is None:
+            assert p.message == p.detail
+            continue
+        name = raw["steps"][p.step].get("name")
+        assert p.step_name == (name or "")
+        where = f"step {p.step + 1}" + (f" ('{name}')" if name else "")
+        assert p.message == f"{where}: {p.detail}"
+
+
+def test_problem_params_hold_the_values():
+    (p,) = PipelineSpec.model_validate(
+        {"steps": [step("a", "{{topic}}", "t"), step("b", "{{nope}} {{t}}", "x")]}
+    ).problems()
+    assert (p.step, p.field, p.code) == (1, "prompt", "unknown_variable")
+    assert p.params == {"part": "prompt", "variable": "nope", "available": ["t", "topic"]}
+    assert p.message == (
+        "step 2 ('b'): the prompt uses {{nope}}, which is not made by any step before "
+        "this one (available: t, topic)"
+    )
+    with pytest.raises(SpecError) as info:
+        PipelineSpec.load({"steps": [step("a", "{{topic}}", "t"), step("a", "{{t}}", "u")]})
+    (dup,) = info.value.problems
+    assert (dup.code, dup.params) == ("duplicate_name", {"other": 0})
+    assert (
+        str(info.value)
+        == "step 2 ('a'): the name is already used by step 1; give each step its own name"
+    )
+
+
+def test_input_problems_are_problems_of_the_inputs():
+    spec = PipelineSpec.load({"steps": [step("a", "{{ topic }}", "x")]})
+    problems = spec.check_inputs(["topic", {"bad key": 1}])
+    assert [(p.step, p.field, p.code) for p in problems] == [
+        (None, "inputs", "input_not_object"),
+        (None, "inputs", "input_missing"),
+        (None, "inputs", "bad_input_row_key"),
+    ]
+    assert problems[1].params == {"row": 2, "keys": ["topic"]}
+    assert spec.check_inputs([])[0].code == "no_inputs"
+    assert spec.check_inputs([{}] * 30)[-1].code == "more_problems"
+
+
+def test_spec_error_takes_bare_sentences_too():
+    err = SpecError(["something is off", Problem.general("", "no_steps", "no steps")])
+    assert [p.code for p in err.problems] == ["other", "no_steps"]
+    assert str(err) == "something is off; no steps"

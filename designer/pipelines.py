@@ -5,22 +5,76 @@ Views are adapters: an access helper finds the pipeline (another user's is a 404
 whatever the method), a form validates, designer/actions.py applies.
 """
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import JSONField, Max, OuterRef, Subquery
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, render
+from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 
-from runner.spec import OutputFormat, PipelineSpec, library
+from runner.spec import OutputFormat, PipelineSpec, SpecError, library
 
 from . import actions
 from .access import pipeline_for
-from .forms import IMPORT_MAX_BYTES, ImportForm, PipelineNameForm
 from .models import Pipeline, PipelineVersion
 from .views import go
+
+IMPORT_MAX_BYTES = 1024 * 1024
+
+
+class PipelineNameForm(forms.Form):
+    name = forms.CharField(
+        max_length=200,
+        error_messages={
+            "required": "Give the pipeline a name.",
+            "max_length": "Keep the name under 200 characters.",
+        },
+    )
+
+    def clean_name(self):
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise forms.ValidationError("Give the pipeline a name.")
+        return name
+
+
+class ImportForm(forms.Form):
+    """A pipeline JSON file, checked by the spec; `spec` is set once the form is valid."""
+
+    file = forms.FileField(
+        label="Pipeline file (.json)",
+        error_messages={
+            "required": "Choose a pipeline file to import.",
+            "empty": "The file is empty: choose a pipeline file exported from this designer.",
+        },
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spec = None
+        self.problems = []
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > IMPORT_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The file is {filesizeformat(upload.size)}; a pipeline file can be at most "
+                f"{filesizeformat(IMPORT_MAX_BYTES)}. Choose a smaller file."
+            )
+        data = upload.read(IMPORT_MAX_BYTES + 1)
+        try:
+            self.spec = PipelineSpec.load(data)
+        except SpecError as exc:
+            self.problems = exc.problems
+            raise forms.ValidationError(
+                "This file cannot be imported. Fix the problems listed below and try again."
+            ) from None
+        return upload
+
 
 FORMAT_LABELS = {
     OutputFormat.TEXT: "text",

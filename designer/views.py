@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import UserCreationForm
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -14,8 +15,19 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from runner.models import Run
 
-from .forms import SetupForm
 from .models import Pipeline
+
+
+class SetupForm(UserCreationForm):
+    """The first account: a username and a password typed twice (Django's validators apply)."""
+
+    def save(self, commit=True):
+        user = super().save(commit=False)
+        user.is_staff = True
+        user.is_superuser = True
+        if commit:
+            user.save()
+        return user
 
 
 def go(request, url):

@@ -201,3 +201,14 @@ def other_user(django_user_model):
 @pytest.fixture(scope="session")
 def redis_binary_path():
     return shutil.which("redis-server") or _redis_binary()
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """The runs whose drivers the engine would start (no worker runs), in order."""
+    calls = []
+    monkeypatch.setattr(
+        "runner.engine.lifecycle.start_drivers", lambda run, count=None: calls.append(run.pk)
+    )
+    monkeypatch.setattr("runner.events.progress.announce", lambda run: None)
+    return calls

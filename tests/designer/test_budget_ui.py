@@ -20,18 +20,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def started(monkeypatch):
-    """The runs whose drivers would start (no broker, no Redis needed)."""
-
-    calls = []
-    monkeypatch.setattr(
-        "runner.engine.lifecycle.start_drivers", lambda run, count=None: calls.append(run.pk)
-    )
-    monkeypatch.setattr("runner.events.progress.announce", lambda run: None)
-    return calls
-
-
-@pytest.fixture
 def owner_client(client, owner):
     client.force_login(owner)
     return client

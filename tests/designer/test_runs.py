@@ -282,13 +282,8 @@ def test_a_run_of_100000_tasks_loads_in_bounded_queries(
 # -- cancel, resume, retry ------------------------------------------------------------
 
 
-def test_cancel_resume_and_retry_call_the_engine(owner_client, owner, monkeypatch):
-
-    calls = []
-    monkeypatch.setattr(
-        "runner.engine.lifecycle.start_drivers", lambda run, count=None: calls.append(run.pk)
-    )
-    monkeypatch.setattr("runner.events.progress.announce", lambda run: None)
+def test_cancel_resume_and_retry_call_the_engine(owner_client, owner, started):
+    calls = started
     run = make_run(owner, topics=1)
     add_failures(run, 2)
     url = reverse("designer:run-cancel", args=[run.code])

@@ -12,16 +12,6 @@ from runner.spec.builder import PipelineBuilder, Step
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def started(monkeypatch):
-    """Drivers the engine asked for (no worker runs in these tests)."""
-    calls = []
-    monkeypatch.setattr(
-        "runner.engine.lifecycle.start_drivers", lambda run, count=None: calls.append(run.pk)
-    )
-    return calls
-
-
 def make_run(owner, status=Run.QUEUED, topics=2):
     provider = Provider.objects.create(
         owner=owner, name=f"p{Provider.objects.count()}", base_url="http://127.0.0.1:9/v1"

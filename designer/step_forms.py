@@ -61,6 +61,7 @@ AS_WRITTEN = {
     "bad_input_row_key",
     "more_problems",
     "no_provider_named",
+    "provider_gone",
     "no_provider",
     "no_model",
     "other",

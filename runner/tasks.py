@@ -18,6 +18,9 @@ log = logging.getLogger("runner.tasks")
 
 @shared_task(name="runner.drive_run", ignore_result=True)
 def drive_run(run_id):
+    if not Run.objects.filter(pk=run_id).exists():  # another database's run, or deleted
+        log.warning("run %s does not exist here: nothing to drive", run_id)
+        return
     Driver(run_id).run()
 
 

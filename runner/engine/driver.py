@@ -23,7 +23,7 @@ from runner.spec import money as costs
 
 from . import aio, limits, workflows
 from .calls import CallRunner, Result, cache_key, completion_from_json
-from .endpoints import resolve_endpoints
+from .endpoints import LaunchError, resolve_endpoints
 from .ports import announce
 from .writer import finish, settle
 
@@ -97,7 +97,14 @@ class Driver:
         return max(sum(self.grants.values()), 0)
 
     def run(self):
-        self._load()
+        try:
+            self._load()
+        except LaunchError as exc:  # its provider is gone, say: it cannot go on, and says why
+            run = Run.objects.get(pk=self.run_id)
+            if run.fail("; ".join(str(p) for p in exc.problems)):
+                log.warning("run %s failed: %s", self.run_id, run.error)
+                announce(run)
+            return
         if self.run.status not in (Run.QUEUED, Run.RUNNING):
             return
         self.run.start()

@@ -90,6 +90,19 @@ def resolve_endpoints(run, spec):
         provider = None
         if pid:
             provider = cache.get(pid) or Provider.objects.filter(pk=pid, owner=run.owner_id).first()
+            if provider is None:
+                problems.append(
+                    Problem.at(
+                        i,
+                        step.name,
+                        "provider",
+                        "provider_gone",
+                        "the provider chosen for this step no longer exists; "
+                        "choose another one and launch again",
+                    )
+                )
+                out.append(None)
+                continue
         elif step.model.provider != "default":
             provider = Provider.objects.filter(owner=run.owner_id, name=step.model.provider).first()
             if provider is None:

@@ -1,10 +1,11 @@
 """What goes wrong: prose instead of JSON, provider errors, a worker killed mid-run, cancel and resume."""
 
 import pytest
+from django.db import transaction
 
 from runner import engine
 from runner.events import stats
-from runner.models import Record, Run, Task
+from runner.models import Provider, Record, Run, Task
 from runner.spec import library
 
 from .helpers import provider_for, wait_for
@@ -121,3 +122,15 @@ def test_cancel_stops_new_calls_and_resume_finishes_without_repeats(owner, worke
     assert run.status == Run.COMPLETED
     assert Record.objects.filter(run=run).count() == 30
     assert max(fake_llm.stats()["per_prompt"].values()) == 1
+
+
+def test_a_run_whose_provider_was_deleted_fails_and_says_why(owner, worker, fake_llm):
+    provider = provider_for(owner, fake_llm)
+    spec = library.get("qa-from-topics").spec
+    with transaction.atomic():  # deleted before any driver loads the run
+        run = engine.launch_run(owner, spec, [{"topic": "Moss"}], providers={"*": provider.pk})
+        Provider.objects.filter(pk=provider.pk).delete()
+    wait_for(run)
+    assert run.status == Run.FAILED
+    assert "the provider chosen for this step no longer exists" in run.error
+    assert fake_llm.stats()["total"] == 0

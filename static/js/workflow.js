@@ -135,7 +135,7 @@
       }
       return;
     }
-    const chip = target.closest(".chip[data-wf-insert]");
+    const chip = target.closest(".wf-chip[data-wf-insert]");
     if (!chip) return;
     const row = chip.closest("li.wf-task");
     let field = lastPrompt && row.contains(lastPrompt) ? lastPrompt : null;

@@ -212,6 +212,8 @@ class WorkflowFields:
             row["n"] = i + 1
             try:
                 row["extra_data"] = json.loads(row["extra"]) if row["extra"].strip() else {}
+                if not isinstance(row["extra_data"], dict):
+                    raise ValueError("not an object")
             except ValueError:
                 row["extra_data"] = {}
                 self.errors.append(

@@ -28,7 +28,8 @@ from runner.spec import CallbackSpec, PipelineSpec, StepSpec
 
 from .access import pipeline_for
 from .actions import save_version
-from .step_forms import StepForm, TryForm, output_format_label, plain_words, problems_by_step
+from .step_forms import TryForm, output_format_label, plain_words, problems_by_step
+from .workflow_form import WorkflowStepForm as StepForm  # the step form, with its workflow
 
 PROMPT_START = 90
 QUEUE_DOWN = "The workers' queue (Redis) cannot be reached right now; try again in a moment."

@@ -375,9 +375,9 @@ def output_format_label(value):
 
 
 def step_variables(step):
-    """The names a step's prompt and system prompt read, sorted."""
+    """The names a step's prompts read from its input (a workflow: all its prompts), sorted."""
     try:
-        return sorted(templating.variables(step.prompt) | templating.variables(step.system))
+        return sorted(step.prompt_variables())
     except templating.TemplateError:
         return []
 

@@ -27,7 +27,7 @@ class Template:
 
 
 def _step_shape(step):
-    """"answer (1 -> 1)"; a workflow: "dialogue (2 prompts, 6 calls in a loop; 1 -> 1)"."""
+    """ "answer (1 -> 1)"; a workflow: "dialogue (2 prompts, 6 calls in a loop; 1 -> 1)"."""
     flow = step.workflow
     if flow is None:
         return f"{step.name} ({step.fan})"

@@ -118,9 +118,9 @@ def test_persona_backstory(owner, worker, fake_llm):
     assert len(records) == 2 and est.calls == 4
     for rec in records:
         assert set(rec.data) == {"domain", "persona", "backstory"}
-        assert rec.data["persona"] in Task.objects.get(pk=rec.lineage()[0]).trace[1]["messages"][
-            -1
-        ]["content"]
+        trace = Task.objects.get(pk=rec.lineage()[0]).trace
+        assert [c["task"] for c in trace] == ["persona", "backstory"]
+        assert rec.data["persona"] in trace[1]["messages"][-1]["content"]  # the backstory reads it
 
 
 def test_nvidia_preference(owner, worker, fake_llm):
@@ -140,7 +140,9 @@ def test_nvidia_preference(owner, worker, fake_llm):
         assert a.data["response"] != b.data["response"]
     export = Export(
         run,
-        Options(shape="preference", prompt_field="question", answer_field="response", choose="first"),
+        Options(
+            shape="preference", prompt_field="question", answer_field="response", choose="first"
+        ),
     )
     rows = list(export.rows())
     assert len(rows) == 6 and export.skipped == 0

@@ -372,20 +372,16 @@ def nvidia_preference():
         "adjacent, ready for a preference (chosen / rejected) export.",
         [
             Step(
-                "Given a topic, generate a list of 3 subtopics that are related to the topic.\n"
-                "Topic: {{topic}}\n"
-                "The list must be without numbers, and without any description of the "
-                "subtopics. The subtopics should be separated by a comma. There must be no "
-                "other text than the list.",
+                "Write 3 subtopics of the topic below, separated by a comma, on one line, "
+                "with no numbers, descriptions or other text.\n"
+                "Topic: {{topic}}\nSubtopics:",
                 name="subtopics",
                 output_key="subtopics",
             ).transform("split", delimiter=",", item_key="subtopic"),
             Step(
-                "Given a topic, generate 2 questions that could be asked about that topic. "
-                "Your response should be in a list format.\n"
-                "Topic: {{subtopic}}\n"
-                "The list must be without numbers. The questions should be separated by a "
-                "newline character. There must be no other text than the list.",
+                "Write 2 questions that someone could ask about the topic below, one question "
+                "per line, separated by a newline, with no numbers or other text.\n"
+                "Topic: {{subtopic}}\nQuestions:",
                 name="questions",
                 output_key="questions",
             ).transform("split_lines", item_key="question"),

@@ -313,11 +313,6 @@ def _reply(step, counted):
     return tokens, kind
 
 
-def _mean(values):
-    values = list(values)
-    return sum(values) / len(values) if values else 0
-
-
 def _task_reply(task, params):
     """Tokens of one reply of a workflow's prompt."""
     fmt = str(task.output_format)
@@ -330,6 +325,43 @@ def _task_reply(task, params):
     else:
         tokens = TEXT_TOKENS
     return min(tokens, params.max_tokens) if params.max_tokens else tokens
+
+
+def _workflow_task(step, sizes):
+    """(characters of the prompts one task of a workflow step sends, tokens of its replies,
+    characters of each memory key at its end).
+
+    Walks the way every prompt answering as asked takes (each prompt once when that way
+    depends on the replies), sizing memory as it fills: a list read whole grows with
+    every push, so the tenth turn of a dialogue carries the nine before it."""
+    flow = step.workflow
+    run = flow.dry_run()
+    path = run[0] if run else [t.id for t in flow.tasks]
+    memory = {}  # key -> (characters, items)
+    chars = replies = 0
+    for task_id in path:
+        task = flow.task(task_id)
+        seen = {**sizes, **{k: c for k, (c, _) in memory.items()}}
+        for inp in task.inputs:
+            held, items = memory.get(inp.key, (sizes.get(inp.key, 0), 1))
+            if inp.kind == "string":
+                seen[inp.var] = len(inp.value or "")
+            elif inp.kind == "size":
+                seen[inp.var] = 2
+            elif inp.kind in ("peek", "pop"):
+                seen[inp.var] = held / max(items, 1)
+            else:
+                seen[inp.var] = held
+        chars += _template_chars(task.prompt, seen) + _template_chars(task.system, seen)
+        reply = _task_reply(task, step.params)
+        replies += reply
+        for out in task.outputs:
+            if out.kind == "push":
+                held, items = memory.get(out.key, (0, 0))
+                memory[out.key] = (held + reply * CHARS_PER_TOKEN, items + 1)
+            else:
+                memory[out.key] = (reply * CHARS_PER_TOKEN, 1)
+    return chars, replies, {k: c for k, (c, _) in memory.items()}
 
 
 def _template_chars(source, sizes):
@@ -380,21 +412,25 @@ def estimate(spec, inputs, endpoints=None):
         step = spec.steps[i]
         ep = endpoints[i] if endpoints else None
         calls = counted.calls
-        if i == 0 and inputs and step.workflow is None:
-            chars = _first_prompt_chars(step, inputs, sizes)
+        returned = {}  # a workflow's return keys: characters each
+        if step.workflow is not None:
+            tasks = calls / max(counted.prompts, 1)
+            per_chars, per_reply, memory = _workflow_task(step, sizes)
+            chars, tokens_out = tasks * per_chars, round(tasks * per_reply)
+            returned = {k: memory.get(k, UNKNOWN_CHARS) for k in step.workflow.return_value}
+            reply, kind = round(sum(returned.values()) / CHARS_PER_TOKEN), "text"
         else:
-            chars = calls * _mean(
-                _template_chars(t.prompt, sizes) + _template_chars(t.system, sizes)
-                for t in step.as_workflow().tasks
-            )
+            if i == 0 and inputs:
+                chars = _first_prompt_chars(step, inputs, sizes)
+            else:
+                chars = calls * (
+                    _template_chars(step.prompt, sizes) + _template_chars(step.system, sizes)
+                )
+            reply, kind = _reply(step, counted)
+            tokens_out = calls * reply
         framing = CALL_FRAMING + (MESSAGE_FRAMING if step.system else 0)
         tokens_in = round(chars / CHARS_PER_TOKEN) + calls * framing
-        reply, kind = _reply(step, counted)
-        if step.workflow is not None:  # the mean reply of its prompts
-            reply = round(_mean(_task_reply(t, step.params) for t in step.workflow.tasks))
-            kind = "text"
         kinds.add(kind)
-        tokens_out = calls * reply
         cost = None
         price = price_for(ep.prices, ep.model) if ep else None
         if price is not None:
@@ -415,7 +451,9 @@ def estimate(spec, inputs, endpoints=None):
         # what the next steps see of this step's reply
         reply_chars = reply * CHARS_PER_TOKEN
         for key in step.result_keys():
-            if step.callback.type in LISTS:
+            if step.returns_object and step.callback.type == "default":
+                sizes[key] = returned.get(key, reply_chars)
+            elif step.callback.type in LISTS:
                 sizes[key] = reply_chars / (counted.items or 1)
             elif step.callback.type in POOLS:
                 sizes[key] = reply_chars * calls / max(counted.made, 1)

@@ -159,44 +159,71 @@ class WorkflowSpec(Strict):
         """True when some task can be made again (a condition sends it back)."""
         return _cycles(self, lambda conditional: True)
 
-    def loop_rounds(self):
-        """How many rounds the loop makes when a condition counts a list it grows, else None.
+    def dry_run(self):
+        """(the prompts made in order, items in each key) when every prompt answers as asked.
 
-        "Until Size(questions) >= 3", with the loop pushing to `questions`: 3 rounds."""
-        for e in self.edges:
-            c = e.condition
-            if c is None or c.input.kind != "size":
+        None when the way through depends on what a reply says (a condition that reads a
+        reply rather than counts a list) or on what the task brings in. A list a prompt
+        pushes to grows by one item a reply; a text written is one item."""
+        sizes = {}  # key -> items it holds now (None: as many as a reply's list holds)
+        path, current = [], self.tasks[0].id
+        while current != END and len(path) < self.max_steps:
+            task = self.task(current)
+            path.append(current)
+            for inp in task.inputs:
+                if inp.kind == "pop" and sizes.get(inp.key):
+                    sizes[inp.key] -= 1
+            for out in task.outputs:
+                if out.kind == "push":
+                    sizes[out.key] = (sizes.get(out.key) or 0) + 1
+                else:
+                    text = task.output_format == OutputFormat.TEXT
+                    sizes[out.key] = 1 if text else None
+            edge = self.edge_from(current)
+            if edge is None or edge.condition is None:
+                current = edge.target if edge else self.implicit_next(current)
                 continue
-            try:
-                n = float(c.expected)
-            except ValueError:
-                continue
-            rounds = {"GreaterThanOrEqual": n, "Equal": n, "GreaterThan": n + 1}.get(c.expression)
-            pushed = any(
-                o.kind == "push" and o.key == c.input.key for t in self.tasks for o in t.outputs
-            )
-            if rounds is not None and pushed and rounds >= 1:
-                return int(rounds)
-        return None
+            cond = edge.condition
+            key = cond.input.key
+            if cond.input.kind != "size" or (key in sizes and sizes[key] is None):
+                return None
+            if key not in sizes and key not in self.written():
+                return None  # counts a list the task brings in
+            ok = holds(cond, {key: [None] * sizes.get(key, 0)})
+            current = edge.target if ok else cond.target_if_not
+        return path, sizes
+
+    def loop_rounds(self):
+        """How many rounds a loop makes when its condition counts a list it grows, else None.
+
+        "Until Size(questions) >= 3", with the loop pushing to `questions`: 3 rounds; a
+        round of two prompts that both push to `dialogue`, until Size(dialogue) >= 6: 3."""
+        run = self.dry_run() if self.has_loop() else None
+        if run is None:
+            return None
+        looping = [e.source for e in self.edges if e.condition and e.condition.input.kind == "size"]
+        return max((run[0].count(t) for t in looping), default=0) or None
 
     def calls_bound(self):
         """(most calls one run of the workflow makes, whether fewer may be made)."""
         choices = any(e.condition or e.fallback for e in self.edges)
+        run = self.dry_run()
+        if run is not None:  # every prompt answering as asked takes this one way through
+            return len(run[0]), any(e.fallback for e in self.edges) or bool(self.max_time)
         if not self.has_loop():
             return min(len(self.tasks), self.max_steps), choices
-        rounds = self.loop_rounds()
-        if rounds is not None:
-            return min(rounds * len(self.tasks), self.max_steps), len(self.tasks) > 1
         return self.max_steps, True
 
     def items_returned(self):
         """(items the return value holds, whether that is known) for a list it builds."""
         key = self.return_value[0]
+        run = self.dry_run()
+        if run is not None and run[1].get(key) is not None:
+            return run[1][key], True
         pushes = sum(1 for t in self.tasks for o in t.outputs if o.kind == "push" and o.key == key)
         if not self.has_loop():
             return pushes, True
-        rounds = self.loop_rounds()
-        return (rounds * pushes, True) if rounds else (self.max_steps, False)
+        return self.max_steps, False
 
     def output_format(self):
         """The shape of the return value: a list, an object, or text."""

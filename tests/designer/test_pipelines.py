@@ -158,6 +158,24 @@ def test_use_a_template_makes_an_editable_copy(logged_in, owner):
     assert logged_in.post("/templates/no-such-thing/use/").status_code == 404
 
 
+@pytest.mark.parametrize("slug", library.slugs())
+def test_every_template_can_be_copied(logged_in, owner, slug):
+    template = library.get(slug)
+    response = logged_in.post(f"/templates/{slug}/use/")
+    assert response.status_code == 302
+    pipeline = Pipeline.objects.get(owner=owner)
+    assert response["Location"] == open_url(pipeline)
+    assert pipeline.spec().steps == template.spec.steps  # workflows included
+    PipelineSpec.load(pipeline.latest.spec)  # the copy passes the checks a launch makes
+
+
+def test_the_gallery_shows_a_workflow_step_for_what_it_is(logged_in):
+    page = html(logged_in.get("/templates/"))
+    dialogue = library.get("multi-turn-dialogue")
+    assert escape(dialogue.shape) in page
+    assert "dialogue (2 prompts, 6 calls in a loop; 1 -&gt; 1)" in page
+
+
 # -- import and export -----------------------------------------------------------------
 
 

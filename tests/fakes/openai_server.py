@@ -19,8 +19,10 @@ POST /_admin/reset (clears stats and counters, restores the start-up settings).
 
 Replies are made from the last user message so pipelines work unchanged: asked
 for a "list" / "JSON array" it answers a JSON list of N strings (N from "5" or
-"five" in the prompt, else 3); asked for JSON it answers {"answer": ...}; asked to
-write a question it answers "What is ...?"; otherwise "Answer: <echo>".
+"five" in the prompt, else 3); asked for items "separated by a comma" (or "by a
+newline") it answers that many plain-text items joined so, not JSON; asked for JSON
+it answers {"answer": ...}; asked to write a question it answers "What is ...?";
+otherwise "Answer: <echo>".
 
 With `realistic` the replies are the size a chat model's would be, and usage is
 counted the way a real tokenizer roughly does (OpenAI's rule of thumb: 100 tokens
@@ -122,6 +124,7 @@ _NUMBER_WORDS = {
 _NUMBER_RE = re.compile(r"\b(\d{1,3}|" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
 _LIST_RE = re.compile(r"\blist\b|json\s+array", re.I)
 _JSON_RE = re.compile(r"\bjson\b", re.I)
+_SEPARATED_RE = re.compile(r"\bseparated by (?:a |one )?(comma|newline|new line|line break)", re.I)
 _TOPIC_RE = re.compile(r".*\b(?:about|regarding|on|for)\s+([^.?!]+)", re.I)
 _TOPIC_TAIL_RE = re.compile(r"[\s,;:]+(?:as|in|with|using|formatted)\b.*\bjson\b.*$", re.I)
 _STATUS_TEXT = {
@@ -263,10 +266,32 @@ def realistic_reply(prompt, *, wants_list, wants_object):
     return " ".join(_sentence(words, 14 + (i * 3 + len(prompt)) % 11, topic) for i in range(count))
 
 
+def separated_reply(prompt, separator, *, realistic=False):
+    """Plain-text items joined by a comma or by newlines, as many as the prompt asks for."""
+    labelled = _LABELLED_RE.search(prompt)
+    topic = re.sub(r"[,\n]+", " ", labelled[1] if labelled else _topic(prompt)).strip()
+    joiner = ", " if separator.lower() == "comma" else "\n"
+    if realistic:
+        words = _wordstream(prompt)
+        questions = "question" in prompt.lower()
+        kept = [w for w in re.findall(r"[A-Za-z']+", topic) if w.lower() not in _NOT_TOPIC]
+        topic = " ".join(kept[:5]) or "it"
+        items = []
+        for i in range(_realistic_count(prompt)):
+            size = 10 + (i * 7 + len(prompt)) % 9 if questions else 6 + (i * 5 + len(prompt)) % 7
+            items.append(_sentence(words, size, topic, "?" if questions else ""))
+        return joiner.join(items)
+    digest = hashlib.blake2s(prompt.encode(), digest_size=3).hexdigest()
+    return joiner.join(f"{topic} item {i} ({digest})" for i in range(1, _count(prompt) + 1))
+
+
 def make_reply(
     prompt, *, json_object=False, prose=False, never_json=False, json_list=False, realistic=False
 ):
     """The default answer to a prompt, as text."""
+    separated = _SEPARATED_RE.search(prompt)
+    if separated and not (json_list or json_object):
+        return separated_reply(prompt, separated[1], realistic=realistic)
     digest = hashlib.blake2s(prompt.encode(), digest_size=3).hexdigest()
     topic = _topic(prompt)
     wants_list = json_list or bool(_LIST_RE.search(prompt))

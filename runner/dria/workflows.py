@@ -266,9 +266,7 @@ class ConditionBuilder:
         if value == Expression.HAVE_SIMILAR.value:
             raise ValueError("Expression.HAVE_SIMILAR (embeddings) is not supported here")
         if value not in wf.EXPRESSIONS:
-            raise ValueError(
-                f"unknown expression {value!r} (known: {', '.join(wf.EXPRESSIONS)})"
-            )
+            raise ValueError(f"unknown expression {value!r} (known: {', '.join(wf.EXPRESSIONS)})")
         if isinstance(expected, bool) or not isinstance(expected, str | int | float):
             expected = _text(expected, "the condition's expected value")
         return Condition(
@@ -445,12 +443,10 @@ class WorkflowBuilder:
             raise ValueError(f"{where}: the prompt is empty")
         system_text = _text(system, f"{where}: system") if system is not None else ""
         for message in msg_history or []:
-            role = message.get("role") if isinstance(message, dict) else getattr(message, "role")
-            content = (
-                message.get("content")
-                if isinstance(message, dict)
-                else getattr(message, "content")
-            )
+            if isinstance(message, dict):
+                role, content = message.get("role"), message.get("content")
+            else:
+                role, content = message.role, message.content
             if role != "system":
                 raise ValueError(
                     f"{where}: msg_history may hold system messages only (a prompt is one "

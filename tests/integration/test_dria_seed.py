@@ -5,13 +5,20 @@ BasicPipeline) with the lines the page lost filled in the obvious way. Workers
 import the custom-callback step from this module (tests is an allowed package).
 """
 
+# The seed's code as written: its star import and its typing spellings.
+# ruff: noqa: F403, F405, UP006, UP007, UP035
+
 from typing import List, Union
 
 import pytest
 
 from runner.dria import *  # was: from dria_workflows import *
-from runner.dria import Dria  # was: from dria.client import Dria
-from runner.dria import Pipeline, PipelineBuilder, StepTemplate  # was: from dria.pipelines ...
+from runner.dria import (  # was: from dria.client import Dria; from dria.pipelines import ...
+    Dria,
+    Pipeline,
+    PipelineBuilder,
+    StepTemplate,
+)
 from runner.dria.run import DriaRunError
 from runner.models import Run, Task
 
@@ -88,7 +95,7 @@ class SubtopicStep(StepTemplate):
         builder.set_return_value("subtopic_list")
         return builder.build()
 
-    def callback(self, step: "Step") -> Union[List[TaskInput], TaskInput]:  # noqa: F821
+    def callback(self, step: "Step") -> Union[List[TaskInput], TaskInput]:
         # flatten list of lists
         outputs = [parse_json(o.result) for o in step.output]
         flattened = [item for sublist in outputs for item in sublist]

@@ -14,8 +14,10 @@ import urllib.request
 import pytest
 
 from runner import engine, localmodel
+from runner.events import stats
 from runner.models import Record, Run, Task
 from runner.providers import CompletionRequest, OpenAICompatible, close_clients
+from runner.spec import library
 from runner.spec.builder import PipelineBuilder, Step
 
 from .helpers import wait_for
@@ -125,3 +127,27 @@ def test_a_scatter_step_gets_a_valid_json_list_with_no_key(
     records = Record.objects.filter(run=run)
     assert records.count() == sum(len(t.parsed) for t in Task.objects.filter(run=run))
     assert {r.data["topic"] for r in records} == {"Volcanoes", "Honey bees"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workflow_template_runs_on_the_built_in_model(local_url, owner, worker_factory, settings):
+    """A looping workflow from the gallery, on the model every user has with no key."""
+    env = {
+        "DEFAULT_LLM_BASE_URL": local_url,
+        "DEFAULT_LLM_MODEL": localmodel.MODEL_NAME,
+        "DEFAULT_LLM_CONCURRENCY": "2",
+        "DEFAULT_LLM_PRICES": json.dumps({"*": [0, 0]}),
+    }
+    for key, value in env.items():
+        setattr(settings, key, json.loads(value) if key.endswith("PRICES") else value)
+    worker_factory(**env)
+    spec = library.get("draft-critique-revise").spec
+    first = spec.steps[0]
+    run = engine.launch_run(owner, spec, [{"topic": "Lighthouses"}])
+    wait_for(run, timeout=120)
+    assert run.status == Run.COMPLETED, stats.run_state(run)
+    task = Task.objects.get(run=run)
+    assert [c["task"] for c in task.trace] == [t.id for t in first.workflow.tasks]
+    assert all(c["ok"] and c["reply"].strip() for c in task.trace)
+    record = Record.objects.get(run=run)
+    assert all(record.data.get(k) for k in first.workflow.return_value)

@@ -4,9 +4,9 @@ import time
 import warnings
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from runner import engine
+from runner.engine import adhoc
 from runner.events import stats
 from runner.models import Provider, Record, Run
 
@@ -40,7 +40,7 @@ def execute(
     if not inputs:
         keys = ", ".join(spec.first_step_keys()) or "none"
         raise ValueError(f"the pipeline has no inputs: call .input(...) first (keys: {keys})")
-    owner = _user(user)
+    owner = user if user is not None and not isinstance(user, str) else adhoc.owner_for(user)
     if model:  # the model of every step that did not choose one with set_models
         spec = spec.model_copy(deep=True)
         for step in spec.steps:
@@ -48,7 +48,7 @@ def execute(
                 step.model.name = model
     providers = {}
     if base_url:
-        providers = {"*": _provider(owner, base_url, api_key, model, concurrency).pk}
+        providers = {"*": adhoc.provider_for_url(owner, base_url, api_key, model, concurrency).pk}
     elif provider:
         saved = Provider.objects.filter(owner=owner, name=provider).first()
         if saved is None:
@@ -106,36 +106,3 @@ def _wait(run, timeout, start_timeout, poll):
                 run,
             )
         time.sleep(poll)
-
-
-def _user(user):
-    User = get_user_model()
-    if user is not None and not isinstance(user, str):
-        return user
-    if user:
-        found = User.objects.filter(username=user).first()
-        if found is None:
-            raise ValueError(f"no user named '{user}'")
-        return found
-    users = list(User.objects.all()[:2])
-    if len(users) == 1:
-        return users[0]
-    found, created = User.objects.get_or_create(username="cli")
-    if created:
-        found.set_unusable_password()
-        found.save()
-    return found
-
-
-def _provider(owner, base_url, api_key, model, concurrency):
-    name = f"cli {base_url}"[:100]
-    p = Provider.objects.filter(owner=owner, name=name).first() or Provider(owner=owner, name=name)
-    p.base_url = base_url
-    if api_key or not p.pk:
-        p.set_api_key(api_key or "")
-    if model:
-        p.default_model = model
-    if concurrency:
-        p.concurrency = concurrency
-    p.save()
-    return p

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from runner import engine, export
+from runner.engine import adhoc
 from runner.events import stats
-from runner.models import Provider, Run
+from runner.models import Run
 from runner.spec import PipelineSpec, SpecError, library, money
 
 MAX_INPUTS = 1_000_000
@@ -64,10 +64,13 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         try:
             spec, inputs, output = self._prepare(opts)
-            user = self._user(opts["user"])
+            try:
+                user = adhoc.owner_for(opts["user"])
+            except adhoc.NoSuchUser as exc:
+                raise BadArgument(str(exc)) from None
             providers = {}
             if opts["base_url"]:
-                provider = self._provider(
+                provider = adhoc.provider_for_url(
                     user, opts["base_url"], opts["api_key"], opts["model"], opts["concurrency"]
                 )
                 providers = {"*": provider.pk, **{s.name: provider.pk for s in spec.steps}}
@@ -174,37 +177,6 @@ class Command(BaseCommand):
         if micro is not None and micro < 10_000:
             raise BadArgument("--budget must be at least $0.01")
         return text if micro is not None else None
-
-    def _user(self, username):
-        User = get_user_model()
-        if username:
-            user = User.objects.filter(username=username).first()
-            if user is None:
-                raise BadArgument(f"no user named '{username}'")
-            return user
-        users = list(User.objects.all()[:2])
-        if len(users) == 1:
-            return users[0]
-        user, created = User.objects.get_or_create(username="cli")
-        if created:
-            user.set_unusable_password()
-            user.save()
-        return user
-
-    def _provider(self, user, base_url, api_key, model, concurrency):
-        name = f"cli {base_url}"[:100]
-        provider = Provider.objects.filter(owner=user, name=name).first() or Provider(
-            owner=user, name=name
-        )
-        provider.base_url = base_url
-        if api_key or not provider.pk:
-            provider.set_api_key(api_key)
-        if model:
-            provider.default_model = model
-        if concurrency:
-            provider.concurrency = concurrency
-        provider.save()
-        return provider
 
     # progress
 

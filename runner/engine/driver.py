@@ -67,6 +67,7 @@ class Driver:
     def _load(self):
         self.run = Run.objects.select_related("owner").get(pk=self.run_id)
         self.spec = self.run.spec_obj
+        self.workflows = [step.as_workflow() for step in self.spec.steps]  # built once a run
         self.endpoints = resolve_endpoints(self.run, self.spec)
         self.calls = CallRunner(self.endpoints)
         aio.submit(_in_loop(self.calls.setup)).result()
@@ -313,7 +314,7 @@ class Driver:
             row["variant"],
             row["round"],
             row["context"],
-            step.as_workflow(),
+            self.workflows[row["step"]],
             self.endpoints[row["step"]],
             step.params,
             self.calls.estimate_tokens,

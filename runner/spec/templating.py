@@ -44,7 +44,12 @@ def check(source):
 
 def variables(source):
     """The names a template reads from its context (loop variables excluded)."""
-    return set(meta.find_undeclared_variables(_parse(source)))
+    return set(_variables(source))
+
+
+@lru_cache(maxsize=512)
+def _variables(source):
+    return frozenset(meta.find_undeclared_variables(_parse(source)))
 
 
 def render(source, context):

@@ -5,26 +5,14 @@
                                                                   -> from runner.dria import ...
     from dria.client import Dria                                  -> from runner.dria import Dria
 
-Workflows (`workflows.py`) become our `WorkflowSpec`, pipelines (`pipelines.py`)
-our `PipelineSpec` (`Pipeline.spec`, `Pipeline.to_json()`), so a pipeline written
-this way shows up in the dashboard; `Pipeline.execute()` (`run.py`) runs it on the
+Workflows (`workflows.py`, the seed's inputs, outputs and conditions in `io.py`) become
+our `WorkflowSpec`, pipelines (`pipelines.py`) our `PipelineSpec` (`Pipeline.spec`,
+`Pipeline.to_json()`), so a pipeline written this way shows up in the dashboard; `Pipeline.execute()` (`run.py`) runs it on the
 workers and returns its records.
 """
 
-from .pipelines import (
-    Dria,
-    Pipeline,
-    PipelineBuilder,
-    PipelineConfig,
-    StepTemplate,
-    StepView,
-    TaskInput,
-    TaskResult,
-    parse_json,
-)
-from .workflows import (
+from .io import (
     ConditionBuilder,
-    Edge,
     Expression,
     GetAll,
     InputPlaceholder,
@@ -36,10 +24,20 @@ from .workflows import (
     Read,
     Size,
     String,
-    Workflow,
-    WorkflowBuilder,
     Write,
 )
+from .pipelines import (
+    Dria,
+    Pipeline,
+    PipelineBuilder,
+    PipelineConfig,
+    StepTemplate,
+    StepView,
+    TaskInput,
+    TaskResult,
+    parse_json,
+)
+from .workflows import Edge, Workflow, WorkflowBuilder
 
 __all__ = [
     "ConditionBuilder",

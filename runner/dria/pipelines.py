@@ -47,7 +47,8 @@ from runner.spec.callbacks import parse_json as _parse_json
 from runner.spec.schema import CallbackSpec, ModelRef, StepSpec
 from runner.spec.workflow import OutputFormat
 
-from .workflows import InputPlaceholder, Workflow, WorkflowBuilder, alias
+from .io import InputPlaceholder
+from .workflows import Workflow, WorkflowBuilder, alias
 
 __all__ = [
     "Dria",

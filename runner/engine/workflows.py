@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from runner.providers import CompletionRequest
 from runner.spec import OutputFormat, templating
+from runner.spec import memory as memory_rules
 from runner.spec import workflow as wf
 
 from .calls import Job, Result, cache_key, completion_from_json
@@ -74,7 +75,7 @@ class Plan:
 
 def sub_call(plan, task, memory, n):
     """(Job, memory after its inputs) for the n-th prompt made; TemplateError or MissingValue."""
-    values = wf.context_for(task, memory)
+    values = memory_rules.context_for(task, memory)
     ep, p = plan.endpoint, plan.params
     messages, request = request_for(task, values, ep.model, p, plan.workflow.max_tokens)
     fmt = str(task.output_format)
@@ -107,7 +108,7 @@ def prepare(plan):
     try:
         plan.first = sub_call(plan, first, memory, 0)
         plan.memory = memory
-    except (templating.TemplateError, wf.MissingValue) as exc:
+    except (templating.TemplateError, memory_rules.MissingValue) as exc:
         plan.first_error = str(exc)
     return plan
 
@@ -163,7 +164,7 @@ async def execute(calls, plan):
         else:
             try:
                 job = sub_call(plan, task, memory, n)
-            except (templating.TemplateError, wf.MissingValue) as exc:
+            except (templating.TemplateError, memory_rules.MissingValue) as exc:
                 job, error = None, f"prompt '{task.id}' could not be filled in: {exc}"
             if job is not None:
                 await _cached(calls, job)
@@ -174,10 +175,10 @@ async def execute(calls, plan):
             res = await calls.execute(job)
             _add(total, task, res, memory)
             if res.ok:
-                wf.store(memory, task, res.parsed)
+                memory_rules.store(memory, task, res.parsed)
                 last_text = res.text
                 total.trace[-1]["memory"] = _snapshot(memory)
-                current = wf.next_task(flow, current, memory)
+                current = memory_rules.next_task(flow, current, memory)
                 continue
             error = f"prompt '{task.id}' failed: {res.error}"
         else:
@@ -188,8 +189,8 @@ async def execute(calls, plan):
             return total
         current = edge.fallback
     total.text = last_text
-    total.parsed = wf.returned(flow, memory)
-    if wf.is_empty(total.parsed):
+    total.parsed = memory_rules.returned(flow, memory)
+    if memory_rules.is_empty(total.parsed):
         why = f" ({total.warning})" if total.warning else ""
         keys = ", ".join(flow.return_value)
         total.ok, total.parsed = False, None

@@ -3,6 +3,7 @@
 import pytest
 
 from runner.spec import PipelineSpec, SpecError
+from runner.spec import memory as rules
 from runner.spec import workflow as wf
 from runner.spec.builder import PipelineBuilder, Step
 
@@ -148,16 +149,16 @@ def test_a_later_step_reads_what_earlier_steps_made():
 def test_memory_reads_peeks_pops_and_sizes():
     memory = {"topic": "Tides", "qs": ["a", "b", "c"]}
     read = wf.MemoryInput(kind="read", key="topic")
-    assert wf.take(memory, read) == "Tides"
-    assert wf.take(memory, wf.MemoryInput(kind="get_all", key="topic")) == ["Tides"]
-    assert wf.take(memory, wf.MemoryInput(kind="peek", key="qs", index=-1)) == "c"
-    assert wf.take(memory, wf.MemoryInput(kind="size", key="qs")) == 3
-    assert wf.take(memory, wf.MemoryInput(kind="pop", key="qs")) == "c"
+    assert rules.take(memory, read) == "Tides"
+    assert rules.take(memory, wf.MemoryInput(kind="get_all", key="topic")) == ["Tides"]
+    assert rules.take(memory, wf.MemoryInput(kind="peek", key="qs", index=-1)) == "c"
+    assert rules.take(memory, wf.MemoryInput(kind="size", key="qs")) == 3
+    assert rules.take(memory, wf.MemoryInput(kind="pop", key="qs")) == "c"
     assert memory["qs"] == ["a", "b"]
-    assert wf.take(memory, wf.MemoryInput(kind="string", key="tone", value="calm")) == "calm"
-    with pytest.raises(wf.MissingValue):
-        wf.take(memory, wf.MemoryInput(kind="read", key="absent"))
-    assert wf.take(memory, wf.MemoryInput(kind="read", key="absent", required=False)) == ""
+    assert rules.take(memory, wf.MemoryInput(kind="string", key="tone", value="calm")) == "calm"
+    with pytest.raises(rules.MissingValue):
+        rules.take(memory, wf.MemoryInput(kind="read", key="absent"))
+    assert rules.take(memory, wf.MemoryInput(kind="read", key="absent", required=False)) == ""
 
 
 def test_writes_replace_and_pushes_append():
@@ -170,8 +171,8 @@ def test_writes_replace_and_pushes_append():
         ],
     )
     memory = {}
-    wf.store(memory, t, "one")
-    wf.store(memory, t, "two")
+    rules.store(memory, t, "one")
+    rules.store(memory, t, "two")
     assert memory == {"last": "two", "all": ["one", "two"]}
 
 
@@ -196,7 +197,7 @@ def test_conditions(value, expression, expected, holds):
         expected=expected,
         target_if_not="x",
     )
-    assert wf.holds(cond, {"v": value}) is holds
+    assert rules.holds(cond, {"v": value}) is holds
 
 
 def test_the_next_task_follows_edges_then_the_list_order():
@@ -222,9 +223,9 @@ def test_the_next_task_follows_edges_then_the_list_order():
             "return_value": ["z"],
         }
     )
-    assert wf.next_task(flow, "a", {"qs": ["1"]}) == "a"
-    assert wf.next_task(flow, "a", {"qs": ["1", "2"]}) == "b"
-    assert wf.next_task(flow, "b", {}) == "c"  # no edge: the next in the list
-    assert wf.next_task(flow, "c", {}) == wf.END
+    assert rules.next_task(flow, "a", {"qs": ["1"]}) == "a"
+    assert rules.next_task(flow, "a", {"qs": ["1", "2"]}) == "b"
+    assert rules.next_task(flow, "b", {}) == "c"  # no edge: the next in the list
+    assert rules.next_task(flow, "c", {}) == wf.END
     assert flow.loop_rounds() == 2 and flow.calls_bound() == (4, False)  # a, a, b, c
     assert flow.shape() == "3 prompts, loops up to 20 prompts in all"

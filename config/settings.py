@@ -150,21 +150,30 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", False)
-# A run's driver is acknowledged on receipt: a driver can last hours, longer than
-# any sane visibility timeout. A worker that dies is covered by leases on tasks
-# and by the watchdog that restarts drivers of runs nobody is driving.
+# Two queues, both consumed by every worker: runs (short hand-overs to the worker's
+# drivers) and trials ("Try this step"), so a trial never waits behind run work.
+CELERY_TASK_DEFAULT_QUEUE = "runs"
+CELERY_TASK_QUEUES = {"runs": {}, "trials": {}}
+CELERY_TASK_ROUTES = {"runner.try_step": {"queue": "trials"}}
+# Celery work is short (a wake-up, a trial); a worker that dies mid-run is covered
+# by the leases on its tasks, which the drivers of other workers take back.
 CELERY_TASK_ACKS_LATE = False
 
 # The engine.
 RUNNER_CLAIM_BATCH = envint("RUNNER_CLAIM_BATCH", 200)
+# The most calls in flight in one worker process, split fairly among its runs.
 RUNNER_MAX_INFLIGHT = envint("RUNNER_MAX_INFLIGHT", 256)
 RUNNER_LEASE_SECONDS = envint("RUNNER_LEASE_SECONDS", 60)
+# Every Redis key and Celery queue of this deployment starts with this (empty: one made
+# from the database's own id, so deployments sharing a Redis never meet).
+RUNNER_KEY_PREFIX = os.getenv("RUNNER_KEY_PREFIX", "")
 RUNNER_FLUSH_SECONDS = envfloat("RUNNER_FLUSH_SECONDS", 0.05)
 RUNNER_PROGRESS_SECONDS = envfloat("RUNNER_PROGRESS_SECONDS", 0.25)
-RUNNER_WATCHDOG_SECONDS = envfloat("RUNNER_WATCHDOG_SECONDS", 5)
+# How often each worker looks for open runs it has no driver for yet (a new run is
+# started at once by the worker woken for it; the others join within this).
+RUNNER_HOST_SECONDS = envfloat("RUNNER_HOST_SECONDS", 0.25)
 # A driver or worker that has not said it is alive for this long is taken for dead.
 RUNNER_HEARTBEAT_TTL = envint("RUNNER_HEARTBEAT_TTL", 15)
-RUNNER_DRIVERS_PER_RUN = envint("RUNNER_DRIVERS_PER_RUN", 1)
 RUNNER_MAX_TRANSIENT_RETRIES = envint("RUNNER_MAX_TRANSIENT_RETRIES", 5)
 RUNNER_BACKOFF_BASE = envfloat("RUNNER_BACKOFF_BASE", 0.5)
 RUNNER_BACKOFF_MAX = envfloat("RUNNER_BACKOFF_MAX", 30)

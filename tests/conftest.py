@@ -84,7 +84,6 @@ def worker_env(**extra):
         TEST_REDIS_PORT=str(settings.TEST_REDIS_PORT),
         CELERY_RESULT_BACKEND="disabled",
         RUNNER_LEASE_SECONDS="20",
-        RUNNER_WATCHDOG_SECONDS="1",
         RUNNER_BACKOFF_BASE="0.05",
         RUNNER_BACKOFF_MAX="0.5",
         PYTHONUNBUFFERED="1",
@@ -207,8 +206,6 @@ def redis_binary_path():
 def started(monkeypatch):
     """The runs whose drivers the engine would start (no worker runs), in order."""
     calls = []
-    monkeypatch.setattr(
-        "runner.engine.lifecycle.start_drivers", lambda run, count=None: calls.append(run.pk)
-    )
+    monkeypatch.setattr("runner.engine.lifecycle.start_drivers", lambda run: calls.append(run.pk))
     monkeypatch.setattr("runner.events.progress.announce", lambda run: None)
     return calls

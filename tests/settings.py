@@ -11,6 +11,9 @@ from pathlib import Path
 TEST_REDIS_PORT = int(os.environ.setdefault("TEST_REDIS_PORT", "6391"))
 os.environ["REDIS_URL"] = f"redis://127.0.0.1:{TEST_REDIS_PORT}/0"
 os.environ.setdefault("CELERY_RESULT_BACKEND", "disabled")
+# Fixed, so the test process and the workers it starts agree while tests flush the
+# database (tests of the default, made from the database, unset it).
+os.environ.setdefault("RUNNER_KEY_PREFIX", f"pdtest{TEST_REDIS_PORT}:")
 
 if os.environ.get("TEST_POSTGRES") == "1" and not os.environ.get("TEST_SUBPROCESS"):
     # A private PostgreSQL server for this test process (and the workers it starts,

@@ -10,6 +10,7 @@ rest at once with the reason, so a run never waits forever.
 """
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -112,6 +113,54 @@ class PoolHealth:
             )
 
 
+class Capacity:
+    """A semaphore whose size changes: the driver's share of a pool's slots right now.
+
+    `resize` follows the share Redis gives (`limits.acquire`); shrinking never stops a
+    call already going, it only keeps the next ones waiting."""
+
+    __slots__ = ("limit", "used", "waiters")
+
+    def __init__(self, limit=0):
+        self.limit = limit
+        self.used = 0
+        self.waiters = collections.deque()
+
+    async def acquire(self):
+        if not self.waiters and self.used < self.limit:
+            self.used += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed over just as the call was cancelled
+            else:
+                try:
+                    self.waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def release(self):
+        self.used -= 1
+        self._wake()
+
+    def resize(self, limit):
+        self.limit = limit
+        self._wake()
+
+    def _wake(self):
+        while self.waiters and self.used < self.limit:
+            fut = self.waiters.popleft()
+            if fut.done():
+                continue
+            self.used += 1
+            fut.set_result(None)
+
+
 class Slot:
     """Held around each attempt: the key must be up, then a rate permit, then a slot."""
 
@@ -146,7 +195,7 @@ class CallRunner:
     def __init__(self, endpoints):
         self.endpoints = {ep.pool: ep for ep in endpoints if ep}
         self.providers = {}
-        self.semaphores = {}
+        self.capacity = {}  # pool -> Capacity (this driver's share of the pool)
         self.gates = {}  # pool -> RateGate
         self.health = {}  # pool -> PoolHealth
         self.dead_models = {}  # pool -> models that answered "not found"
@@ -159,7 +208,7 @@ class CallRunner:
     def setup(self):
         for pool, ep in self.endpoints.items():
             self.providers[pool] = build_provider(ep.kind, ep.base_url, ep.api_key, ep.model)
-            self.semaphores[pool] = asyncio.Semaphore(0)
+            self.capacity[pool] = Capacity()
             self.gates[pool] = RateGate(ep.rpm, ep.tpm)
             self.health[pool] = PoolHealth()
             self.dead_models[pool] = set()
@@ -170,10 +219,8 @@ class CallRunner:
         self.backoff_max = settings.RUNNER_BACKOFF_MAX
         self.parse_tries = 1 + settings.RUNNER_PARSE_RETRIES
 
-    def grow(self, pool, n):
-        sem = self.semaphores[pool]
-        for _ in range(n):
-            sem.release()
+    def resize(self, pool, n):
+        self.capacity[pool].resize(n)
 
     def grant(self, pool, requests, tokens, rps, tps):
         self.gates[pool].grant(requests, tokens, rps, tps)
@@ -245,7 +292,7 @@ class CallRunner:
                     health.last_error = info["error"]
                     gate.last_error = info["error"]
 
-        slot = Slot(health, gate, self.semaphores[pool], job.tokens)
+        slot = Slot(health, gate, self.capacity[pool], job.tokens)
         try:
             for i, model in enumerate(live):
                 request = job.request

@@ -1,11 +1,13 @@
-"""The driver: one run, driven from one worker thread until nothing is left to do.
+"""The driver: one run in one worker process, driven from a thread of the host (`host.py`).
 
 It claims pending tasks in chunks (an atomic update with a lease), hands their
 calls to the process's asyncio loop (`calls.CallRunner`), saves what finishes in
-bulk (`results.finish`) and runs waiting callbacks (`results.settle`). A few
-times a second it talks to Redis for everything shared with other drivers: its
-heartbeat, its concurrency slots and its rate grants (`limits`), never per call.
-A run with a budget is paused by the driver that sees its spend reach it.
+bulk (`writer.finish`) and runs waiting callbacks (`writer.settle`). A few times
+a second it talks to Redis for everything shared with other drivers (of other runs,
+and of this run in other workers): its heartbeat, its fair share of each
+provider's slots and rates (`limits`), never per call. The host caps what it may
+have in flight (`process_cap`) by its share of the process. A run with a budget is
+paused by the driver that sees its spend reach it.
 """
 
 import logging
@@ -21,7 +23,7 @@ from django.utils import timezone
 from runner.models import Run, Task
 from runner.spec import money as costs
 
-from . import aio, limits, workflows
+from . import aio, keys, limits, workflows
 from .calls import CallRunner, Result, cache_key, completion_from_json
 from .endpoints import LaunchError, resolve_endpoints
 from .ports import announce
@@ -33,7 +35,7 @@ stopping = threading.Event()  # set when the worker shuts down
 
 
 class Driver:
-    """Drives one run from one worker thread until nothing is left to do."""
+    """Drives one run in this process until nothing is left to do."""
 
     def __init__(self, run_id):
         self.run_id = run_id
@@ -41,7 +43,10 @@ class Driver:
         self.claims = 0
         self.inflight = {}  # task id -> concurrent future
         self.results = queue.SimpleQueue()
-        self.grants = {}
+        self.grants = {}  # pool -> this driver's share of its slots now
+        self.process_cap = settings.RUNNER_MAX_INFLIGHT  # set by the host
+        self.hungry = True  # the last claim got all it asked for: more may be pending
+        self.wanted = {}
         self.stats = {
             "flushes": 0,
             "flushed": 0,
@@ -71,23 +76,36 @@ class Driver:
         self.endpoints = resolve_endpoints(self.run, self.spec)
         self.calls = CallRunner(self.endpoints)
         aio.submit(_in_loop(self.calls.setup)).result()
-        self.wanted = {}
+        self.wanted, self.pool_limits = {}, {}
         for ep in self.endpoints:
             self.wanted[ep.pool] = max(
                 self.wanted.get(ep.pool, 0), min(ep.concurrency, settings.RUNNER_MAX_INFLIGHT)
             )
+            self.pool_limits[ep.pool] = max(self.pool_limits.get(ep.pool, 0), ep.pool_limit)
         self.budget = self.run.budget_micro
         self.priced = any(ep.prices for ep in self.endpoints)
         self.stopping_now = False
 
-    def _grow_grants(self):
-        for pool, want in self.wanted.items():
-            have = self.grants.get(pool, 0)
-            if have >= want:
-                continue
-            got = limits.acquire(pool, self.id, want, self.endpoints_by_pool(pool).concurrency)
-            if got > have:
-                aio.call_soon(self.calls.grow, pool, got - have)
+    @property
+    def demand(self):
+        """Calls this driver could have in flight now (the host shares the process by it)."""
+        if not self.wanted:
+            return 1
+        if self.hungry:
+            return min(sum(self.wanted.values()), settings.RUNNER_MAX_INFLIGHT)
+        return len(self.inflight) + 1
+
+    def _share_slots(self):
+        """Ask Redis for this driver's fair share of each pool (it grows or shrinks)."""
+        for pool, top in self.wanted.items():
+            want = min(top, self.process_cap)
+            if not self.hungry:
+                want = min(want, len(self.inflight) + 1)
+            got = limits.acquire(
+                pool, self.id, want, self.pool_limits[pool], self.calls.capacity[pool].used
+            )
+            if got != self.grants.get(pool):
+                aio.call_soon(self.calls.resize, pool, got)
                 self.grants[pool] = got
 
     def endpoints_by_pool(self, pool):
@@ -95,7 +113,7 @@ class Driver:
 
     @property
     def capacity(self):
-        return max(sum(self.grants.values()), 0)
+        return max(min(sum(self.grants.values()), self.process_cap), 0)
 
     def run(self):
         try:
@@ -137,6 +155,7 @@ class Driver:
             try:
                 got = limits.rate_grant(
                     ep.rate_key,
+                    holder=self.id,
                     rpm=ep.rpm,
                     tpm=ep.tpm,
                     want_requests=want_r,
@@ -190,13 +209,13 @@ class Driver:
         while True:
             now = time.monotonic()
             if now - self.last["alive"] > settings.RUNNER_HEARTBEAT_TTL / 4:
-                limits.client().set(
-                    f"pd:run-alive:{self.run_id}", self.id, ex=settings.RUNNER_HEARTBEAT_TTL
-                )
                 limits.heartbeat(self.id)
                 self.last["alive"] = now
-            if now - self.last["grow"] > 0.5 or not self.grants:
-                self._grow_grants()
+            if now - self.last["grow"] > 0.25 or not self.grants:
+                try:
+                    self._share_slots()
+                except Exception:
+                    log.warning("could not ask Redis for slots", exc_info=True)
                 self.last["grow"] = now
             if now - self.last["status"] > 0.5:
                 self.last["status"] = now
@@ -243,7 +262,7 @@ class Driver:
                 announce(self.run)
 
     def _publish_retrying(self):
-        key = f"pd:retrying:{self.run_id}"
+        key = keys.retrying(self.run.code)
         try:
             pipe = limits.client().pipeline(transaction=False)
             pipe.hset(key, self.id, self.calls.retrying)
@@ -254,7 +273,7 @@ class Driver:
 
     def _shutdown(self):
         try:
-            limits.client().hdel(f"pd:retrying:{self.run_id}", self.id)
+            limits.client().hdel(keys.retrying(self.run.code), self.id)
         except Exception:
             pass
         st = self.stats
@@ -293,6 +312,7 @@ class Driver:
     def _claim(self, n):
         lease = timezone.now() + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
         rows = Task.objects.claim(self.run_id, n, self._next_claim(), lease)
+        self.hungry = len(rows) >= n
         self._start(rows)
         return len(rows)
 
@@ -308,7 +328,7 @@ class Driver:
     def _plan(self, row):
         step = self.spec.steps[row["step"]]
         plan = workflows.Plan(
-            self.run_id,
+            self.run.code.hex,
             row["id"],
             row["step"],
             row["variant"],
@@ -376,6 +396,8 @@ class Driver:
             free = self._budget_room(max(0, self.capacity - len(self.inflight)))
             t0 = time.perf_counter()
             claimed = finish(self.run, self.spec, results, claim=self._next_claim(), claim_max=free)
+            if free:
+                self.hungry = len(claimed) >= free
             t1 = time.perf_counter()
             self._start(claimed)
             t2 = time.perf_counter()

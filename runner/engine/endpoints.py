@@ -24,13 +24,18 @@ class Endpoint:
     base_url: str
     api_key: str
     model: str
-    concurrency: int
+    concurrency: int  # the most calls in flight this run makes on it
     pool: str  # the shared concurrency pool (one per endpoint and key)
     rate_key: str = ""  # the shared rate buckets (one per endpoint and key)
     rpm: int | None = None  # requests per minute; None: no limit
     tpm: int | None = None  # tokens per minute; None: no limit
     prices: dict = field(default_factory=dict)  # {model: [input, output]} $ per 1M tokens
     fallbacks: tuple = ()  # models tried in order when `model` keeps failing
+    limit: int = 0  # the pool's slots, shared fairly by every run using it (0: concurrency)
+
+    @property
+    def pool_limit(self):
+        return self.limit or self.concurrency
 
 
 def _fallbacks(step, model):
@@ -69,13 +74,14 @@ def endpoint_of(provider, step, model, concurrency=None):
         provider.base_url,
         provider.api_key,
         model,
-        concurrency or provider.concurrency,
+        min(concurrency or provider.concurrency, provider.concurrency),
         provider.limit_key,
         rate_key=provider.rate_key,
         rpm=provider.rpm,
         tpm=provider.tpm,
         prices=provider.prices or {},
         fallbacks=_fallbacks(step, model),
+        limit=provider.concurrency,
     )
 
 

@@ -1,7 +1,8 @@
 """A run's life as the rest of the product asks for it: launch, cancel, resume, retry, budget.
 
-How a run then executes lives beside this module: drivers (`driver.py`, started as
-Celery work by name) claim pending tasks in chunks with a lease, make their calls
+How a run then executes lives beside this module: every worker process hosts a
+driver for each open run (`host.py`, woken by Celery work sent by name), and the
+drivers claim pending tasks in chunks with a lease, make their calls
 on the process's asyncio loop (`calls.py`) and write results in bulk
 (`writer.py`); every reply is cached in Redis before anything else, so a call
 whose worker died before saving is not paid for twice.
@@ -9,7 +10,6 @@ whose worker died before saving is not paid for twice.
 
 import logging
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -20,11 +20,10 @@ from runner.spec import money as costs
 from runner.spec.callbacks import root_seq
 from runner.spec.estimate import estimate
 
-from . import limits
 from .endpoints import LaunchError, resolve_endpoints
 from .ports import announce, enqueue
 
-DRIVE_TASK = "runner.drive_run"  # the Celery task that drives a run (runner/tasks.py)
+DRIVE_TASK = "runner.drive_run"  # the Celery task that wakes a worker's host (runner/tasks.py)
 
 log = logging.getLogger("runner.engine")
 
@@ -43,7 +42,6 @@ def launch_run(
     name="",
     pipeline_code=None,
     pipeline_version=None,
-    drivers=None,
     budget=None,
 ):
     """Validate, write the run and its first tasks, and hand it to the workers.
@@ -82,21 +80,14 @@ def launch_run(
             ],
             batch_size=500,
         )
-        start_drivers(run, drivers)
+        start_drivers(run)
     return run
 
 
-def start_drivers(run, count=None):
-    """Hand the run to `count` drivers once the current transaction commits."""
-    count = count or settings.RUNNER_DRIVERS_PER_RUN
-    try:
-        limits.client().set(
-            f"pd:run-alive:{run.pk}", "queued", ex=max(60, settings.RUNNER_HEARTBEAT_TTL)
-        )
-    except Exception:  # Redis down: the watchdog starts the driver later
-        log.warning("could not mark run %s as queued in Redis", run.pk)
-    for _ in range(count):
-        enqueue(DRIVE_TASK, run.pk)
+def start_drivers(run):
+    """Wake a worker once the current transaction commits: its host starts the run's
+    driver at once (the other workers' hosts find the run within a moment)."""
+    enqueue(DRIVE_TASK, run.pk)
 
 
 def cancel_run(run):
@@ -152,17 +143,6 @@ def set_budget(run, amount):
     run.refresh_from_db()
     announce(run)
     return run
-
-
-def orphaned_runs():
-    """Runs that should be moving but that no live driver is driving."""
-    out = []
-    for run_id in Run.objects.filter(status__in=[Run.QUEUED, Run.RUNNING]).values_list(
-        "pk", flat=True
-    ):
-        if not limits.client().exists(f"pd:run-alive:{run_id}"):
-            out.append(run_id)
-    return out
 
 
 def estimate_run(owner, spec, inputs, *, providers=None, model=""):

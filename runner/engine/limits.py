@@ -1,15 +1,17 @@
 """Limits shared by every worker and run, kept in Redis: concurrency and rates.
 
-Concurrency: each provider key has a pool of `limit` slots. A driver asks for up
-to the number it wants and gets what is free; it holds them while it runs and
-gives them back when it stops. A driver that dies stops refreshing its heartbeat
-key, and its slots are taken back by the next driver that asks.
+Concurrency: each provider key has a pool of `limit` slots, split max-min fairly
+among the drivers using it now (every run, every worker process): each says how
+many it could use and gets its share, growing as others give slots back and
+shrinking when a newcomer arrives. A driver that dies stops refreshing its
+heartbeat key, and its slots are taken back by the next driver that asks.
 
 Rates: requests and tokens per minute per key are token buckets in one Redis
 hash. Drivers never ask per call: a few times a second each driver asks for what
 its waiting calls need (`rate_grant`), in one round trip, and hands the grant to
-its calls through a local `RateGate`. The bucket holds at most a fraction of a
-second's worth (`RUNNER_RATE_BURST_SECONDS`), so no window sees a burst.
+its calls through a local `RateGate`; what the bucket holds is shared fairly among
+the drivers asking. The bucket holds at most a fraction of a second's worth
+(`RUNNER_RATE_BURST_SECONDS`), so no window sees a burst.
 
 On a 429 the rate is halved (at most once a second) and grows back by a fixed
 share of the limit per second (AIMD), and a Retry-After stops grants to every
@@ -25,33 +27,51 @@ import math
 import redis
 from django.conf import settings
 
+from . import keys
+
 _ACQUIRE = """
--- KEYS[1] pool hash (holder -> slots); ARGV: holder, want, limit, alive-prefix
-local holders = redis.call('HGETALL', KEYS[1])
-local used = 0
-for i = 1, #holders, 2 do
-  local h = holders[i]
-  if h ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. h) == 0 then
+-- Max-min fair shares of a pool's slots among the drivers using it now.
+-- KEYS[1] held (holder -> slots held), KEYS[2] wants (holder -> slots wanted).
+-- ARGV: holder, want, limit, alive-prefix, slots this holder has in use now.
+local me, want, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local in_use = tonumber(ARGV[5])
+redis.call('HSET', KEYS[2], me, want)
+local wants = redis.call('HGETALL', KEYS[2])
+local list = {}
+local others_held = 0
+for i = 1, #wants, 2 do
+  local h = wants[i]
+  if h ~= me and redis.call('EXISTS', ARGV[4] .. h) == 0 then
+    redis.call('HDEL', KEYS[2], h)
     redis.call('HDEL', KEYS[1], h)
   else
-    if h ~= ARGV[1] then used = used + tonumber(holders[i + 1]) end
+    table.insert(list, {h, tonumber(wants[i + 1])})
+    if h ~= me then others_held = others_held + tonumber(redis.call('HGET', KEYS[1], h) or '0') end
   end
 end
-local mine = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local free = tonumber(ARGV[3]) - used
-local want = tonumber(ARGV[2])
-local grant = math.max(math.min(want, free), 0)
-if grant > mine then
-  redis.call('HSET', KEYS[1], ARGV[1], grant)
-  return grant
+table.sort(list, function(a, b) return a[2] < b[2] end)
+local left, share = limit, 0
+for i, item in ipairs(list) do
+  local fair = math.floor(left / (#list - i + 1))
+  local give = math.min(item[2], fair)
+  if item[1] == me then share = give end
+  left = left - give
 end
-return mine
+-- what is left after every share (rounding) goes to whoever asks first
+share = share + math.max(0, math.min(want - share, left))
+local grant = math.max(0, math.min(share, limit - others_held))
+local mine = tonumber(redis.call('HGET', KEYS[1], me) or '0')
+redis.call('HSET', KEYS[1], me, math.max(grant, math.min(in_use, mine)))
+redis.call('EXPIRE', KEYS[1], 3600)
+redis.call('EXPIRE', KEYS[2], 3600)
+return grant
 """
 
 _RATE = """
--- KEYS[1] rate hash. ARGV: rpm, tpm (0: none), want requests, want tokens, 429s seen,
--- longest Retry-After seen, calls started, burst seconds, recovery per second,
--- forget seconds, lowest factor.
+-- KEYS[1] rate hash, KEYS[2] who is asking (holder -> "requests,tokens,time").
+-- ARGV: rpm, tpm (0: none), want requests, want tokens, 429s seen, longest
+-- Retry-After seen, calls started, burst seconds, recovery per second, forget
+-- seconds, lowest factor, holder ('' for none).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local h = redis.call('HMGET', KEYS[1], 'r', 't', 'ts', 'f', 'cut', 'until', 'lr', 'n', 'w0', 'seen')
@@ -97,14 +117,52 @@ local r = tonumber(h[1]) or cap_r
 local tk = tonumber(h[2]) or cap_t
 r = math.min(cap_r, r + rrate * dt)
 tk = math.min(cap_t, tk + trate * dt)
+-- Shares: what the bucket holds now is split among the drivers asking now (max-min
+-- fair on what each is waiting for), so a small run is never starved by a big one.
+local me = ARGV[12]
+local others_r, others_t = {}, {}
+if me ~= '' then
+  if want_r > 0 or want_t > 0 then
+    redis.call('HSET', KEYS[2], me, want_r .. ',' .. want_t .. ',' .. now)
+  else
+    redis.call('HDEL', KEYS[2], me)
+  end
+  local askers = redis.call('HGETALL', KEYS[2])
+  for i = 1, #askers, 2 do
+    if askers[i] ~= me then
+      local wr, wt, at = string.match(askers[i + 1], '([^,]+),([^,]+),([^,]+)')
+      if now - tonumber(at) > 1 then
+        redis.call('HDEL', KEYS[2], askers[i])
+      else
+        table.insert(others_r, tonumber(wr))
+        table.insert(others_t, tonumber(wt))
+      end
+    end
+  end
+  redis.call('EXPIRE', KEYS[2], 60)
+end
+local function fair(avail, mine, others)
+  local list = {}
+  for _, w in ipairs(others) do if w > 0 then table.insert(list, w) end end
+  table.sort(list)
+  local left, n = avail, #list + 1
+  for _, w in ipairs(list) do
+    local level = left / n
+    if mine <= level then return mine end
+    if w >= level then return level end
+    left = left - w
+    n = n - 1
+  end
+  return math.min(mine, left)
+end
 local gr, gt = 0, 0
 if now >= untl then
-  if rrate > 0 then
-    gr = math.max(0, math.min(want_r, math.floor(r)))
+  if rrate > 0 and want_r > 0 then
+    gr = math.max(0, fair(r, want_r, others_r))
     r = r - gr
   end
-  if trate > 0 then
-    gt = math.max(0, math.min(want_t, tk))
+  if trate > 0 and want_t > 0 then
+    gt = math.max(0, fair(tk, want_t, others_t))
     tk = tk - gt
   end
 end
@@ -113,8 +171,6 @@ redis.call('HSET', KEYS[1], 'r', r, 't', tk, 'ts', now, 'f', f, 'cut', cut, 'unt
 redis.call('EXPIRE', KEYS[1], 3600)
 return {tostring(gr), tostring(gt), tostring(rrate), tostring(trate), tostring(math.max(0, untl - now)), tostring(f)}
 """
-
-ALIVE_PREFIX = "pd:alive:"
 
 _client = None
 _acquire_script = None
@@ -131,26 +187,56 @@ def client():
 
 
 def heartbeat(holder):
-    client().set(ALIVE_PREFIX + holder, "1", ex=settings.RUNNER_HEARTBEAT_TTL)
+    client().set(keys.alive_prefix() + holder, "1", ex=settings.RUNNER_HEARTBEAT_TTL)
 
 
 def is_alive(holder):
-    return bool(client().exists(ALIVE_PREFIX + holder))
+    return bool(client().exists(keys.alive_prefix() + holder))
 
 
-def acquire(pool, holder, want, limit):
-    """Grow this holder's share of the pool towards `want`; return its share now."""
+def acquire(pool, holder, want, limit, in_use=0):
+    """This holder's fair share of the pool now, given that it wants `want` slots.
+
+    The pool's `limit` is split max-min fairly among the live holders by what each
+    wants; a share above what is free now grows as others give slots back (each asks
+    a few times a second), and a holder over its share is told the smaller number
+    and gives back as its calls finish (`in_use`: its slots busy now)."""
     client()
     heartbeat(holder)
-    return int(_acquire_script(keys=[f"pd:slots:{pool}"], args=[holder, want, limit, ALIVE_PREFIX]))
+    return int(
+        _acquire_script(
+            keys=[keys.slots(pool), keys.key("wants", pool)],
+            args=[holder, want, limit, keys.alive_prefix(), in_use],
+        )
+    )
 
 
 def release(pool, holder):
-    client().hdel(f"pd:slots:{pool}", holder)
+    pipe = client().pipeline(transaction=False)
+    pipe.hdel(keys.slots(pool), holder)
+    pipe.hdel(keys.key("wants", pool), holder)
+    pipe.execute()
+
+
+def water_fill(total, demands):
+    """Max-min fair split of `total` among `demands` (name -> wanted): nobody gets more
+    than it wants, the rest share what is left equally."""
+    shares = {}
+    left = total
+    ordered = sorted(demands.items(), key=lambda kv: kv[1])
+    for i, (name, want) in enumerate(ordered):
+        give = min(want, left // (len(ordered) - i))
+        shares[name] = give
+        left -= give
+    for name, want in ordered:  # the remainder of the divisions, to whoever can use it
+        extra = min(left, want - shares[name])
+        shares[name] += extra
+        left -= extra
+    return shares
 
 
 def forget(holder):
-    client().delete(ALIVE_PREFIX + holder)
+    client().delete(keys.alive_prefix() + holder)
 
 
 # -- rates --------------------------------------------------------------------------------
@@ -162,14 +248,25 @@ class RateGrant(collections.namedtuple("RateGrant", "requests tokens rps tps wai
 
 
 def rate_grant(
-    key, *, rpm, tpm, want_requests=0, want_tokens=0, n429=0, retry_after=0.0, started=0
+    key,
+    *,
+    rpm,
+    tpm,
+    want_requests=0,
+    want_tokens=0,
+    n429=0,
+    retry_after=0.0,
+    started=0,
+    holder="",
 ):
     """Ask the shared bucket of `key` for requests and tokens; report 429s and calls started.
 
-    One round trip; call it a few times a second per driver, never per call."""
+    One round trip; call it a few times a second per driver, never per call. What the
+    bucket holds is shared fairly among the `holder`s asking now; a grant may be a
+    fraction of a request (the driver's gate adds grants up)."""
     client()
     reply = _rate_script(
-        keys=[f"pd:rate:{key}"],
+        keys=[keys.rate(key), keys.key("rate-askers", key)],
         args=[
             int(rpm or 0),
             int(tpm or 0),
@@ -182,10 +279,11 @@ def rate_grant(
             settings.RUNNER_RATE_RECOVERY,
             settings.RUNNER_RATE_FORGET_SECONDS,
             settings.RUNNER_RATE_MIN_FACTOR,
+            holder,
         ],
     )
     gr, gt, rps, tps, wait, factor = (float(x) for x in reply)
-    return RateGrant(int(gr), gt, rps, tps, wait, factor)
+    return RateGrant(gr, gt, rps, tps, wait, factor)
 
 
 class RateWaitTimeout(Exception):
@@ -230,7 +328,7 @@ class RateGate:
     def need(self):
         """(requests, tokens) the waiting calls need beyond what is held."""
         tokens = self.need_tokens - self.tokens if self.limit_tokens else 0.0
-        return max(0, self.need_requests - int(self.requests)), max(0.0, tokens)
+        return max(0.0, self.need_requests - self.requests), max(0.0, tokens)
 
     def _take(self, tokens):
         if self.limit_requests and self.requests < 1:

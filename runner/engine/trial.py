@@ -20,7 +20,7 @@ from runner.providers import ProviderError, build_provider, complete_with_retrie
 from runner.spec import StepSpec, templating
 from runner.spec.parsing import ParseError, parse_output
 
-from . import aio, limits, workflows
+from . import aio, keys, limits, workflows
 from .calls import CallRunner
 from .endpoints import endpoint_of
 from .ports import enqueue
@@ -34,7 +34,7 @@ ACTIVE = (QUEUED, RUNNING)
 
 
 def _key(trial_id):
-    return f"pd:trial:{trial_id}"
+    return keys.trial(trial_id)
 
 
 def _save(data):
@@ -174,7 +174,7 @@ def _workflow(step, data, provider, model):
 
     async def go():
         calls.setup()
-        calls.grow(ep.pool, 1)
+        calls.resize(ep.pool, 1)
         try:
             return await workflows.execute(calls, workflows.prepare(plan))
         finally:

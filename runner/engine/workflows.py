@@ -23,6 +23,7 @@ from runner.spec import OutputFormat, templating
 from runner.spec import memory as memory_rules
 from runner.spec import workflow as wf
 
+from . import keys
 from .calls import Job, Result, cache_key, completion_from_json
 
 MEMORY_VALUE_CHARS = 2000  # a value longer than this is cut in the trace's memory snapshot
@@ -57,7 +58,7 @@ def request_for(task, values, model, params, max_tokens=None):
 class Plan:
     """What the driver hands over for one claimed task."""
 
-    run_id: int
+    run_code: str  # the run's UUID code (hex): its replies are cached under it
     task_id: int
     step: int
     variant: int
@@ -94,7 +95,7 @@ def sub_call(plan, task, memory, n):
         request,
         fmt,
         task.output_schema,
-        f"pd:call:{plan.run_id}:{digest}",
+        keys.call(plan.run_code, digest),
         ep.pool,
         fallbacks=ep.fallbacks,
         tokens=plan.estimate_tokens(ep.pool, request, chars),

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
-from runner.engine import limits
+from runner.engine import keys, limits
 from runner.models import Provider, Record, Task
 from runner.spec import estimate
 from runner.spec.money import fmt_dollars
@@ -199,7 +199,7 @@ def failure_summary(run, limit=None):
 def retrying(run):
     """Calls of this run waiting to try again after a transient error (kept in Redis by drivers)."""
     try:
-        return sum(int(v) for v in limits.client().hvals(f"pd:retrying:{run.pk}"))
+        return sum(int(v) for v in limits.client().hvals(keys.retrying(run.code)))
     except Exception:
         return 0
 

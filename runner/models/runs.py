@@ -68,7 +68,7 @@ class Provider(models.Model):
     @property
     def limit_key(self):
         """Workers share one concurrency budget per endpoint and key."""
-        return f"{self.base_url.rstrip('/')}|{self.api_key_last4}|{self.pk}"
+        return f"{self.base_url.rstrip('/')}|{self.api_key_last4}|{self.code.hex}"
 
     @property
     def rate_key(self):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from designer.actions import create_pipeline
-from runner.engine import trial
+from runner.engine import keys, trial
 from runner.models import Provider
 from runner.spec import CallbackSpec, StepSpec, library
 
@@ -52,7 +52,7 @@ def test_a_trial_calls_the_provider_once_and_keeps_everything(redis_client, fake
     assert json.loads(data["raw"]) == data["parsed"]
     assert data["tokens_in"] > 0 and data["tokens_out"] > 0
     assert data["model"] == "fake-model" and data["elapsed_ms"] >= 0
-    assert 0 < redis_client.ttl(f"pd:trial:{trial_id}") <= trial.TTL
+    assert 0 < redis_client.ttl(keys.trial(trial_id)) <= trial.TTL
     # a second run (a redelivered message) does not call again
     trial.run(trial_id)
     assert fake_llm.stats()["total"] == 1

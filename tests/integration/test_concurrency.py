@@ -23,7 +23,6 @@ def test_limit_holds_across_two_workers_and_two_runs(owner, worker_factory, fake
             spec,
             [{"topic": f"Run {n} topic {i}"} for i in range(4)],
             providers={"*": provider.pk},
-            drivers=2,
         )
         for n in range(2)
     ]

@@ -76,7 +76,12 @@ def test_it_answers_a_real_prompt(local_url):
             return await provider.complete(
                 CompletionRequest(
                     model=localmodel.MODEL_NAME,
-                    messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+                    messages=[
+                        {
+                            "role": "user",
+                            "content": "What is the capital of France? Answer in one word.",
+                        }
+                    ],
                     temperature=0,
                     max_tokens=40,
                     timeout=60,

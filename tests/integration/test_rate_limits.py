@@ -5,7 +5,7 @@ import time
 import pytest
 
 from runner import engine
-from runner.engine import limits
+from runner.engine import keys, limits
 from runner.models import Run, Task
 from runner.spec import library
 
@@ -37,7 +37,7 @@ def test_two_runs_on_one_key_keep_under_its_rate(owner, worker_factory, fake_llm
     provider.rpm = 120
     provider.save()
     started = time.monotonic()
-    runs = _runs(owner, provider, drivers=2)
+    runs = _runs(owner, provider)
     for run in runs:
         wait_for(run, timeout=90)
     elapsed = time.monotonic() - started
@@ -82,7 +82,7 @@ def test_429s_halve_the_rate_then_it_recovers(owner, worker_factory, fake_llm):
     ok = stats["statuses"]["200"]
     assert ok == 44
     assert 0 < stats["statuses"].get("429", 0) < ok  # some 429s, then the rate held
-    state = limits.client().hgetall(f"pd:rate:{provider.rate_key}")
+    state = limits.client().hgetall(keys.rate(provider.rate_key))
     assert float(state[b"lr"]) > 0  # the key's rate was learnt from what it took
 
 

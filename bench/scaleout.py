@@ -1,0 +1,248 @@
+"""Scale-out: one run of 1,100 calls at 500 ms, each worker capped at 50 calls in flight,
+driven by 1, 2 and 4 Celery workers, each worker in its own network namespace.
+
+Redis, the fake provider and the SQLite database stay on the host; each worker runs in
+a namespace `pdbenchN` of its own and reaches them through a veth pair (10.231.N.1 on
+the host side, 10.231.N.2 inside) to a test address of the host's own (10.231.0.1 on
+its loopback); nothing leaves the machine. Needs root (`ip netns`). Prints the wall
+time and the speed-up over one worker; exits 1 when 4 workers are not at least
+`--min-speedup` (3.5) times as fast as one.
+
+    .venv/bin/python -m bench.scaleout
+    .venv/bin/python -m bench.scaleout --workers 1 2 --topics 50
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import free_port  # noqa: E402
+from scripts.services import find_redis_server  # noqa: E402
+
+HOST_ADDR = "10.231.0.1"  # the host's test address, reached from every namespace
+
+
+def sh(*args):
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class Namespaces:
+    """`n` network namespaces, each joined to the host by a veth pair."""
+
+    def __init__(self, n):
+        self.n = n
+        self.names = [f"pdbench{i}" for i in range(1, n + 1)]
+
+    def __enter__(self):
+        self.close()  # what an interrupted earlier run left
+        sh("ip", "addr", "add", f"{HOST_ADDR}/32", "dev", "lo")
+        for i, ns in enumerate(self.names, 1):
+            host_if, ns_if = f"pdbh{i}", f"pdbn{i}"
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+            sh("ip", "link", "set", ns_if, "netns", ns)
+            sh("ip", "addr", "add", f"10.231.{i}.1/30", "dev", host_if)
+            sh("ip", "link", "set", host_if, "up")
+            inside = ["ip", "netns", "exec", ns]
+            sh(*inside, "ip", "addr", "add", f"10.231.{i}.2/30", "dev", ns_if)
+            sh(*inside, "ip", "link", "set", ns_if, "up")
+            sh(*inside, "ip", "link", "set", "lo", "up")
+            sh(*inside, "ip", "route", "add", "default", "via", f"10.231.{i}.1")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for i in range(1, 9):
+            subprocess.run(["ip", "netns", "del", f"pdbench{i}"], stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["ip", "addr", "del", f"{HOST_ADDR}/32", "dev", "lo"], stderr=subprocess.DEVNULL
+        )
+
+
+class Stack:
+    def __init__(self, tmp, latency):
+        self.tmp = Path(tmp)
+        self.redis_port = free_port()
+        self.fake_port = free_port()
+        self.latency = latency
+        self.procs = []
+        self.env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DATABASE_URL=f"sqlite:///{self.tmp / 'bench.sqlite3'}",
+            REDIS_URL=f"redis://{HOST_ADDR}:{self.redis_port}/0",
+            CELERY_RESULT_BACKEND="disabled",
+            SECRET_KEY="bench-secret-key-not-for-production-use-0123456789",
+            PYTHONUNBUFFERED="1",
+            LOG_LEVEL="WARNING",
+            RUNNER_LOG_LEVEL=os.getenv("RUNNER_LOG_LEVEL", "WARNING"),
+        )
+
+    def start(self):
+        redis = find_redis_server()
+        self.procs.append(
+            subprocess.Popen(
+                [redis, "--port", str(self.redis_port), "--bind", HOST_ADDR, "--save", ""]
+                + ["--appendonly", "no", "--dir", str(self.tmp), "--protected-mode", "no"],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.fakes.openai_server", "--host", HOST_ADDR]
+                + ["--port", str(self.fake_port), "--latency", str(self.latency)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        _wait(HOST_ADDR, self.redis_port)
+        _wait(HOST_ADDR, self.fake_port)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True
+        )
+        os.environ.update(self.env)
+        import django
+
+        django.setup()
+
+    def workers(self, namespaces, inflight):
+        started = []
+        for ns in namespaces:
+            log_path = self.tmp / f"{ns}.log"
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-m", "celery", "-A", "config"]
+                + ["worker", "-P", "threads", "-c", "4", "--loglevel", "INFO", "-n", f"{ns}@%h"]
+                + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
+                cwd=ROOT,
+                env={**self.env, "RUNNER_MAX_INFLIGHT": str(inflight)},
+                stdout=open(log_path, "wb"),
+                stderr=subprocess.STDOUT,
+            )
+            started.append((proc, log_path))
+        deadline = time.time() + 60
+        for proc, log_path in started:
+            while "ready." not in log_path.read_text(errors="replace"):
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("a worker did not start:\n" + log_path.read_text()[-2000:])
+                time.sleep(0.1)
+        return [p for p, _ in started]
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _wait(host, port, timeout=20):
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port}")
+
+
+def one_run(stack, topics, label):
+    from django.contrib.auth import get_user_model
+
+    from runner import engine
+    from runner.models import Provider, Run, Task
+    from runner.spec import library
+
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    provider, _ = Provider.objects.get_or_create(
+        owner=user,
+        name="fake",
+        defaults={
+            "base_url": f"http://{HOST_ADDR}:{stack.fake_port}/v1",
+            "default_model": "fake",
+            "concurrency": 1000,  # the workers' caps bind, not the provider's
+        },
+    )
+    inputs = [{"topic": f"Scale-out topic {i} {label}"} for i in range(topics)]
+    t0 = time.perf_counter()
+    run = engine.launch_run(
+        user, library.get("qa-from-topics").spec, inputs, providers={"*": provider.pk}
+    )
+    while True:
+        run.refresh_from_db()
+        if not run.is_active:
+            break
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    done = Task.objects.filter(run=run, status="done").count()
+    drivers = {
+        c.split(":")[0] for c in Task.objects.filter(run=run).values_list("claim", flat=True) if c
+    }
+    return {"wall": wall, "calls": done, "ok": run.status == Run.COMPLETED, "drivers": drivers}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--topics", type=int, default=100)  # 100 + 500 + 500 = 1,100 calls
+    parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--inflight", type=int, default=50)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--min-speedup", type=float, default=3.5)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.scaleout needs root (ip netns): skipped", flush=True)
+        return 0
+    results = {}
+    with Namespaces(max(args.workers)) as nss, tempfile.TemporaryDirectory(prefix="scale-") as tmp:
+        stack = Stack(tmp, args.latency)
+        try:
+            stack.start()
+            for n in args.workers:
+                procs = stack.workers(nss.names[:n], args.inflight)
+                try:
+                    r = one_run(stack, args.topics, f"{n} workers")
+                finally:
+                    for p in procs:
+                        p.terminate()
+                    for p in procs:
+                        p.wait(30)
+                results[n] = r
+                speedup = results[args.workers[0]]["wall"] / r["wall"]
+                print(
+                    f"scale-out: {n} worker(s) x {args.inflight} in flight, {r['calls']} calls "
+                    f"at {args.latency * 1000:.0f} ms: wall {r['wall']:.2f}s, "
+                    f"{r['calls'] / r['wall']:.0f} calls/s, speed-up {speedup:.2f}x "
+                    f"({len(r['drivers'])} drivers took part)",
+                    flush=True,
+                )
+        finally:
+            stack.stop()
+    misses = [f"{n}: the run ended badly" for n, r in results.items() if not r["ok"]]
+    top = max(args.workers)
+    if top >= 4 and 1 in results:
+        speedup = results[1]["wall"] / results[top]["wall"]
+        if speedup < args.min_speedup:
+            misses.append(f"speed-up {speedup:.2f}x at {top} workers is below {args.min_speedup}x")
+    for m in misses:
+        print("  MISSED:", m, flush=True)
+    if not misses:
+        print("  targets met", flush=True)
+    return 1 if misses else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

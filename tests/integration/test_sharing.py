@@ -1,0 +1,129 @@
+"""Many runs, many workers: runs start at once and share a provider fairly, a trial never
+waits behind runs, and one run spreads over several worker processes."""
+
+import time
+
+import pytest
+
+from runner import engine
+from runner.engine import trial
+from runner.models import Record, Run, Task
+from runner.spec import library
+
+from .helpers import provider_for, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+QA = library.get("qa-from-topics").spec  # 1 topic -> 5 subtopics -> 5 questions -> 5 answers
+
+
+def _launch(owner, provider, label, topics):
+    return engine.launch_run(
+        owner,
+        QA,
+        [{"topic": f"{label} topic {i}"} for i in range(topics)],
+        providers={"*": provider.pk},
+    )
+
+
+def _wait_all(runs, until, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in runs:
+            run.refresh_from_db()
+        if all(until(r) for r in runs):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"runs are {[r.status for r in runs]} after {timeout}s")
+
+
+def _done(run):
+    return Task.objects.filter(run=run, status=Task.DONE).count()
+
+
+def test_six_runs_on_one_worker_start_at_once_and_progress_together(owner, worker, fake_llm):
+    fake_llm.configure(latency=0.3)
+    provider = provider_for(owner, fake_llm, concurrency=12)
+    runs = [_launch(owner, provider, f"Run {n}", topics=2) for n in range(6)]
+    _wait_all(runs, lambda r: r.started is not None)
+    first_launch = min(r.created for r in runs)
+    assert max((r.started - first_launch).total_seconds() for r in runs) < 1.0
+    # The first run to end finds every other run well under way (22 tasks each).
+    _wait_all(runs, lambda r: True)
+    while not any(r.status == Run.COMPLETED for r in runs):
+        time.sleep(0.05)
+        for r in runs:
+            r.refresh_from_db()
+    progress = {r.name + str(r.pk): _done(r) for r in runs}
+    assert all(n >= 5 for n in progress.values()), progress
+    for run in runs:
+        wait_for(run, timeout=60)
+        assert run.status == Run.COMPLETED
+        assert Record.objects.filter(run=run).count() == 10
+    assert fake_llm.stats()["max_in_flight"] <= 12
+
+
+def test_a_small_run_is_not_starved_by_a_big_one_on_the_same_provider(owner, worker, fake_llm):
+    fake_llm.configure(latency=0.1)
+    provider = provider_for(owner, fake_llm, concurrency=8)
+    big = _launch(owner, provider, "Big", topics=40)  # 440 calls: about 6 s at 8 in flight
+    wait_for(big, timeout=30, until=lambda r: _done(r) >= 20)  # the big run holds the provider
+    small = _launch(owner, provider, "Small", topics=1)  # 11 calls
+    wait_for(small, timeout=60)
+    assert small.status == Run.COMPLETED
+    big.refresh_from_db()
+    assert big.status == Run.RUNNING  # the small run did not wait for the big one
+    small_times = list(
+        Task.objects.filter(run=small).order_by("finished").values_list("finished", flat=True)
+    )
+    # The provider saw both runs' calls interleaved: the big run went on meanwhile.
+    big_meanwhile = Task.objects.filter(
+        run=big, finished__gte=small_times[0], finished__lte=small_times[-1]
+    ).count()
+    assert big_meanwhile > 0
+    wait_for(big, timeout=120)
+    assert big.status == Run.COMPLETED
+    assert fake_llm.stats()["max_in_flight"] <= 8
+
+
+def test_a_trial_answers_while_four_runs_hold_the_worker(owner, worker, fake_llm):
+    fake_llm.configure(latency=0.2)
+    provider = provider_for(owner, fake_llm, concurrency=8)
+    runs = [_launch(owner, provider, f"Busy {n}", topics=6) for n in range(4)]  # 4 x 66 calls
+    _wait_all(runs, lambda r: r.status == Run.RUNNING)
+    step = QA.steps[0]
+    trial_id = trial.start(owner.pk, step, {"topic": "Honey bees"}, provider.pk)
+    deadline = time.monotonic() + 30
+    while trial.get(trial_id)["status"] in trial.ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    data = trial.get(trial_id)
+    assert data["status"] == "done", data
+    assert isinstance(data["parsed"], list) and data["parsed"]
+    for run in runs:  # it answered while every run was still going
+        run.refresh_from_db()
+        assert run.status == Run.RUNNING
+    for run in runs:
+        wait_for(run, timeout=120)
+        assert run.status == Run.COMPLETED
+
+
+def test_one_run_is_driven_by_two_worker_processes_and_every_task_is_done_once(
+    owner, worker_factory, fake_llm
+):
+    fake_llm.configure(latency=0.1)
+    worker_factory(RUNNER_MAX_INFLIGHT="8")
+    worker_factory(RUNNER_MAX_INFLIGHT="8")
+    provider = provider_for(owner, fake_llm, concurrency=32)
+    run = _launch(owner, provider, "Shared", topics=20)  # 220 calls
+    wait_for(run, timeout=120)
+    assert run.status == Run.COMPLETED
+    assert Task.objects.filter(run=run, status=Task.DONE).count() == 220
+    assert Record.objects.filter(run=run).count() == 100
+    stats = fake_llm.stats()
+    assert stats["total"] == 220  # no call made twice
+    assert set(stats["per_prompt"].values()) == {1}
+    drivers = {
+        c.split(":")[0] for c in Task.objects.filter(run=run).values_list("claim", flat=True)
+    }
+    assert len(drivers - {""}) >= 2  # both workers drove it
+    assert stats["max_in_flight"] > 8  # more than one worker's cap at once

@@ -13,6 +13,7 @@ time and the speed-up over one worker; exits 1 when 4 workers are not at least
 """
 
 import argparse
+import glob
 import os
 import subprocess
 import sys
@@ -69,8 +70,19 @@ class Namespaces:
 
 
 class Stack:
-    def __init__(self, tmp, latency):
+    def __init__(self, tmp, latency, database):
         self.tmp = Path(tmp)
+        if database == "postgres":
+            from tests import pg
+
+            url = pg.start(listen=f"127.0.0.1,{HOST_ADDR}", trust=["10.231.0.0/16"])
+            import psycopg
+
+            with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+                conn.execute("CREATE DATABASE pipeline")
+            self.database_url = url.replace("127.0.0.1", HOST_ADDR)
+        else:
+            self.database_url = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
         self.redis_port = free_port()
         self.fake_port = free_port()
         self.latency = latency
@@ -78,7 +90,7 @@ class Stack:
         self.env = dict(
             os.environ,
             DJANGO_SETTINGS_MODULE="config.settings",
-            DATABASE_URL=f"sqlite:///{self.tmp / 'bench.sqlite3'}",
+            DATABASE_URL=self.database_url,
             REDIS_URL=f"redis://{HOST_ADDR}:{self.redis_port}/0",
             CELERY_RESULT_BACKEND="disabled",
             SECRET_KEY="bench-secret-key-not-for-production-use-0123456789",
@@ -146,6 +158,15 @@ class Stack:
                 p.kill()
 
 
+def _cpu(procs):
+    """CPU seconds (user + system) the processes have used so far."""
+    total = 0
+    for p in procs:
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _wait(host, port, timeout=20):
     import socket
 
@@ -190,6 +211,14 @@ def one_run(stack, topics, label):
     drivers = {
         c.split(":")[0] for c in Task.objects.filter(run=run).values_list("claim", flat=True) if c
     }
+    if os.getenv("BENCH_VERBOSE"):  # calls finished per second, per driver
+        per = {}
+        for claim, finished in Task.objects.filter(run=run).values_list("claim", "finished"):
+            sec = int((finished - run.created).total_seconds())
+            per.setdefault(claim.split(":")[0], {}).setdefault(sec, 0)
+            per[claim.split(":")[0]][sec] += 1
+        for d, secs in per.items():
+            print("   ", d, [secs.get(i, 0) for i in range(max(secs) + 1)], flush=True)
     return {"wall": wall, "calls": done, "ok": run.status == Run.COMPLETED, "drivers": drivers}
 
 
@@ -202,19 +231,28 @@ def main(argv=None):
     parser.add_argument("--inflight", type=int, default=50)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--min-speedup", type=float, default=3.5)
+    parser.add_argument(
+        "--database",
+        choices=["postgres", "sqlite"],
+        default="postgres" if glob.glob("/usr/lib/postgresql/*/bin/initdb") else "sqlite",
+        help="PostgreSQL (a private server; the default when Debian's is installed) or SQLite",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.scaleout needs root (ip netns): skipped", flush=True)
         return 0
     results = {}
     with Namespaces(max(args.workers)) as nss, tempfile.TemporaryDirectory(prefix="scale-") as tmp:
-        stack = Stack(tmp, args.latency)
+        stack = Stack(tmp, args.latency, args.database)
         try:
             stack.start()
             for n in args.workers:
                 procs = stack.workers(nss.names[:n], args.inflight)
                 try:
+                    one_run(stack, n, f"warm-up {n}")  # every worker has driven a run once
+                    cpu0 = _cpu(procs)
                     r = one_run(stack, args.topics, f"{n} workers")
+                    r["cpu"] = _cpu(procs) - cpu0
                 finally:
                     for p in procs:
                         p.terminate()
@@ -226,7 +264,9 @@ def main(argv=None):
                     f"scale-out: {n} worker(s) x {args.inflight} in flight, {r['calls']} calls "
                     f"at {args.latency * 1000:.0f} ms: wall {r['wall']:.2f}s, "
                     f"{r['calls'] / r['wall']:.0f} calls/s, speed-up {speedup:.2f}x "
-                    f"({len(r['drivers'])} drivers took part)",
+                    f"on {args.database} "
+                    f"({len(r['drivers'])} drivers took part; the workers used "
+                    f"{r['cpu']:.1f} CPU-s, {r['cpu'] / r['calls'] * 1000:.1f} ms a call)",
                     flush=True,
                 )
         finally:

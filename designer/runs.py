@@ -93,6 +93,7 @@ def run_list(request):
             "code",
             "name",
             "status",
+            "error",
             "created",
             "started",
             "finished",
@@ -217,7 +218,7 @@ def run_resume(request, code):
     run = run_for(request.user, code)
     if run.is_active:
         messages.error(request, "The run is still going: cancel it first to resume it later.")
-    elif run.status == Run.COMPLETED:
+    elif run.status in (Run.COMPLETED, Run.COMPLETED_WITH_FAILURES):
         messages.error(request, "The run has completed; to run failed tasks again, retry them.")
     else:
         engine.resume_run(run, failed=False)

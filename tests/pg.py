@@ -45,8 +45,11 @@ def _as_owner(cmd, user):
     )
 
 
-def start():
-    """Start a server; returns its DATABASE_URL. It is stopped when this process exits."""
+def start(listen="127.0.0.1", trust=()):
+    """Start a server; returns its DATABASE_URL. It is stopped when this process exits.
+
+    `listen`: the addresses it listens on (comma-separated); `trust`: networks besides
+    the loopback allowed in without a password (the scale-out benchmark's namespaces)."""
     bindir = _binaries()
     user = "postgres" if os.geteuid() == 0 else None
     folder = tempfile.mkdtemp(prefix="pd-postgres-")
@@ -59,6 +62,9 @@ def start():
         _as_owner(
             [f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"], user
         )
+        with open(os.path.join(data, "pg_hba.conf"), "a") as hba:
+            for net in trust:
+                hba.write(f"host all all {net} trust\n")
         _as_owner(
             [
                 f"{bindir}/pg_ctl",
@@ -68,7 +74,7 @@ def start():
                 os.path.join(folder, "server.log"),
                 "-w",
                 "-o",
-                f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+                f"-p {port} -k {folder} -c listen_addresses={listen} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
                 "start",
             ],

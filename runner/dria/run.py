@@ -66,7 +66,7 @@ def execute(
     pipeline.run = run
     run = _wait(run, timeout, start_timeout, poll)
     pipeline.run = run
-    if run.status != Run.COMPLETED:
+    if run.status not in (Run.COMPLETED, Run.COMPLETED_WITH_FAILURES):
         reason = run.error or ", ".join(f"{n} x {r}" for n, r in stats.failure_summary(run, 5))
         raise DriaRunError(f"run {run.code} ended {run.status}: {reason or 'no reason given'}", run)
     failures = stats.failure_summary(run, 5)

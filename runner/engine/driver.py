@@ -32,6 +32,7 @@ from .writer import finish, settle
 log = logging.getLogger("runner.engine")
 
 stopping = threading.Event()  # set when the worker shuts down
+HUNGRY_SECONDS = 1.0  # a driver that got what it asked for this recently may want more
 
 
 class Driver:
@@ -45,7 +46,9 @@ class Driver:
         self.results = queue.SimpleQueue()
         self.grants = {}  # pool -> this driver's share of its slots now
         self.process_cap = settings.RUNNER_MAX_INFLIGHT  # set by the host
-        self.hungry = True  # the last claim got all it asked for: more may be pending
+        # When a claim last got all it asked for, or the share was all in use: until a
+        # second has gone without either, more may be pending (see `hungry`).
+        self.full_at = time.monotonic()
         self.wanted = {}
         self.stats = {
             "flushes": 0,
@@ -85,6 +88,11 @@ class Driver:
         self.budget = self.run.budget_micro
         self.priced = any(ep.prices for ep in self.endpoints)
         self.stopping_now = False
+
+    @property
+    def hungry(self):
+        """Whether this driver could use more slots than it has in flight now."""
+        return time.monotonic() - self.full_at < HUNGRY_SECONDS
 
     @property
     def demand(self):
@@ -236,6 +244,8 @@ class Driver:
                 self._rates(now)
             claimed = 0
             free = self.capacity - len(self.inflight)
+            if free <= 0:
+                self.full_at = now  # every slot is busy: it could use more
             if free > 0 and (
                 free >= max(1, self.capacity // 10) or len(self.inflight) < self.capacity // 2
             ):
@@ -312,7 +322,8 @@ class Driver:
     def _claim(self, n):
         lease = timezone.now() + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
         rows = Task.objects.claim(self.run_id, n, self._next_claim(), lease)
-        self.hungry = len(rows) >= n
+        if len(rows) >= n:
+            self.full_at = time.monotonic()
         self._start(rows)
         return len(rows)
 
@@ -396,8 +407,8 @@ class Driver:
             free = self._budget_room(max(0, self.capacity - len(self.inflight)))
             t0 = time.perf_counter()
             claimed = finish(self.run, self.spec, results, claim=self._next_claim(), claim_max=free)
-            if free:
-                self.hungry = len(claimed) >= free
+            if len(claimed) >= free:
+                self.full_at = time.monotonic()
             t1 = time.perf_counter()
             self._start(claimed)
             t2 = time.perf_counter()

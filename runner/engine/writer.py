@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from runner.models import Record, Run, Task
@@ -293,9 +293,33 @@ def settle(run, spec):
                 run_row.save(update_fields=fields)
         if made and i != last:
             return False  # new tasks to run
-    updated = run.complete()
+    updated = _end(run)
     run.refresh_from_db()
     if updated:
         announce(run)
-        log.info("run %s completed", run.pk)
+        log.info("run %s ended %s", run.pk, run.status)
     return run.status != Run.RUNNING
+
+
+def _end(run):
+    """Nothing is left to do: `completed` when every task succeeded, `failed` when no record
+    could be made, else `completed_with_failures`; the reason says how many and why."""
+    failed = Task.objects.filter(run_id=run.pk, status=Task.FAILED)
+    n_failed = failed.count()
+    if not n_failed:
+        return run.complete()
+    total = Task.objects.filter(run_id=run.pk).count()
+    top = failed.values("error").annotate(n=Count("id")).order_by("-n").first()
+    why = (top["error"] or "no reason given")[:300]
+    tasks = "task" if total == 1 else "tasks"
+    earlier = run.error.strip()
+    if not Record.objects.filter(run_id=run.pk).exists():
+        reason = (
+            f"No record could be made: {n_failed} of {total} {tasks} failed (most often: {why})."
+        )
+        return run.fail("\n".join(filter(None, [reason, earlier])))
+    reason = (
+        f"{n_failed} of {total} {tasks} failed, so their records are missing "
+        f"(most often: {why}). Retry the failed tasks to fill them in."
+    )
+    return run.complete_with_failures("\n".join(filter(None, [reason, earlier])))

@@ -8,7 +8,7 @@ few times a second and the run page renders it on every load.
 
 from datetime import timedelta
 
-from django.db.models import Avg, Count, Q, Sum
+from django.db.models import Avg, Count, F, Q, Sum
 from django.utils import timezone
 
 from runner.engine import keys, limits
@@ -104,6 +104,7 @@ def run_state(run, now=None):
         "run": str(run.code),
         "retrying": retrying(run) if active else 0,
         "status": run.status,
+        "status_label": run.get_status_display(),
         "active": active,
         "error": run.error,
         "steps": steps,
@@ -194,6 +195,36 @@ def failure_summary(run, limit=None):
     if limit:
         rows = rows[:limit]
     return [(r["n"], r["error"]) for r in rows]
+
+
+def run_summary(run, wall_s=None):
+    """What a finished run did, as the CLI's `--summary` JSON gives it."""
+    tasks = Task.objects.filter(run_id=run.pk).aggregate(
+        done=Count("id", filter=Q(status=Task.DONE)),
+        failed=Count("id", filter=Q(status=Task.FAILED)),
+        cancelled=Count("id", filter=Q(status=Task.CANCELLED)),
+        from_cache=Count("id", filter=Q(cached=True)),
+        made=Sum("attempts", filter=Q(cached=False)),
+        again=Sum(F("attempts") - 1, filter=Q(cached=False, attempts__gt=1)),
+        t_in=Sum("tokens_in"),
+        t_out=Sum("tokens_out"),
+    )
+    return {
+        "run": str(run.code),
+        "status": run.status,
+        "error": run.error,
+        "records": Record.objects.filter(run_id=run.pk).count(),
+        "tasks": {k: tasks[k] for k in ("done", "failed", "cancelled")},
+        "calls": {
+            "made": tasks["made"] or 0,
+            "from_cache": tasks["from_cache"],
+            "retried": tasks["again"] or 0,
+        },
+        "tokens": {"in": tasks["t_in"] or 0, "out": tasks["t_out"] or 0},
+        "cost": run.spent / 1_000_000,
+        "failures": [{"reason": r, "count": n} for n, r in failure_summary(run)],
+        "wall_s": round(wall_s, 3) if wall_s is not None else None,
+    }
 
 
 def retrying(run):

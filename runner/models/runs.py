@@ -86,9 +86,15 @@ class Run(models.Model):
         "failed",
         "paused",
     )
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, FAILED)]
+    # Every task ended, some failed: the run's records are there but for theirs.
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
+    STATUSES = [
+        (s, s.replace("_", " "))
+        for s in (QUEUED, RUNNING, PAUSED, CANCELLED, COMPLETED, COMPLETED_WITH_FAILURES, FAILED)
+    ]
     OPEN = (QUEUED, RUNNING, PAUSED)  # a run that can still be cancelled or failed
-    STOPPED = (PAUSED, CANCELLED, COMPLETED, FAILED)  # a run that resume can queue again
+    # a run that resume can queue again
+    STOPPED = (PAUSED, CANCELLED, COMPLETED, COMPLETED_WITH_FAILURES, FAILED)
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(
@@ -104,7 +110,7 @@ class Run(models.Model):
     providers = models.JSONField(default=dict, blank=True)
     model_override = models.CharField(max_length=200, blank=True, default="")
     concurrency = models.PositiveIntegerField(null=True, blank=True)
-    status = models.CharField(max_length=20, choices=STATUSES, default=QUEUED, db_index=True)
+    status = models.CharField(max_length=30, choices=STATUSES, default=QUEUED, db_index=True)
     # A run with a budget pauses when its spend reaches it (micro-dollars; empty: no budget).
     budget_micro = models.BigIntegerField(null=True, blank=True)
     # What its calls have cost so far, in micro-dollars (the sum of its tasks' `cost`).
@@ -159,8 +165,14 @@ class Run(models.Model):
         return self._move([self.RUNNING, self.PAUSED], self.PAUSED, error=reason)
 
     def complete(self):
-        """Nothing is left to do."""
+        """Nothing is left to do, and every task succeeded."""
         return self._move([self.RUNNING], self.COMPLETED, finished=timezone.now())
+
+    def complete_with_failures(self, reason):
+        """Nothing is left to do; some tasks failed, so their records are missing."""
+        return self._move(
+            [self.RUNNING], self.COMPLETED_WITH_FAILURES, error=reason, finished=timezone.now()
+        )
 
     def fail(self, reason):
         """The run cannot go on (its spec or its providers are broken)."""

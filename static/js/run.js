@@ -106,7 +106,7 @@
     receivedAt = Date.now();
     const s = state;
     const hasCost = s.cost_text !== undefined && s.cost_text !== null;
-    bind("status", s.status);
+    bind("status", s.status_label);
     root.querySelectorAll('[data-bind="status"]').forEach(function (el) {
       el.className = "badge status-" + s.status;
     });
@@ -131,7 +131,8 @@
     }
     show("cost", hasCost);
     show("active", s.active);
-    show("resumable", !s.active && s.status !== "completed" && !paused);
+    const ended = s.status === "completed" || s.status === "completed_with_failures";
+    show("resumable", !s.active && !ended && !paused);
     // a run paused on its budget: its message and the raise-budget form
     bind("paused_message", paused ? s.error || "Paused: raise the budget to continue." : "");
     show("paused", paused);
@@ -140,6 +141,7 @@
     if (bar) {
       bar.max = Math.max(1, s.expected_tasks);
       bar.value = s.finished_tasks;
+      bar.className = "bar-" + s.status;
     }
     root.querySelectorAll('[data-bind="error"]').forEach(function (el) {
       el.textContent = s.error || "";

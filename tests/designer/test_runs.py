@@ -444,3 +444,61 @@ async def test_a_burst_of_announcements_reaches_the_page_as_few_messages_ending_
     assert 1 <= len(seen) <= 3
     assert seen[-1] == 29  # the latest state is never lost
     await comm.disconnect()
+
+
+def _every_task_failed(owner):
+    spec = library.get("qa-from-topics").spec
+    run = Run.objects.create(
+        owner=owner, name="Doomed", spec=spec.to_dict(), inputs=[{"topic": "Tea"}], status="running"
+    )
+    for i in range(3):
+        Task.objects.create(
+            run=run,
+            step=0,
+            key=f"in:{i}",
+            seq=f"{i:08d}",
+            status=Task.FAILED,
+            context={"topic": f"Tea {i}"},
+            error="HTTP 500: the server is down",
+            finished=timezone.now(),
+        )
+    return run
+
+
+def test_a_run_whose_every_task_failed_ends_failed_and_says_why(client, owner):
+    from runner.engine.writer import settle
+
+    run = _every_task_failed(owner)
+    assert settle(run, run.spec_obj)
+    run.refresh_from_db()
+    assert run.status == Run.FAILED
+    reason = (
+        "No record could be made: 3 of 3 tasks failed (most often: HTTP 500: the server is down)."
+    )
+    assert run.error == reason
+    client.force_login(owner)
+    page = client.get(reverse("designer:run-detail", args=[run.code])).content.decode()
+    assert 'class="badge status-failed" data-bind="status">failed<' in page
+    assert 'class="bar-failed"' in page  # the bar says so too, not a green 100 %
+    assert reason in page
+    listing = client.get(reverse("designer:run-list")).content.decode()
+    assert 'status-failed">failed</span>' in listing
+    assert "No record could be made: 3 of 3 tasks failed" in listing
+
+
+def test_a_run_with_some_failed_tasks_is_completed_with_failures(client, owner):
+    from runner.engine.writer import settle
+
+    run = make_run(owner, topics=2)
+    Task.objects.filter(run=run).update(status=Task.DONE)
+    last = Task.objects.filter(run=run, step=2).order_by("seq").last()
+    Task.objects.filter(pk=last.pk).update(status=Task.FAILED, error="HTTP 500: try later")
+    assert settle(run, run.spec_obj)
+    run.refresh_from_db()
+    assert run.status == Run.COMPLETED_WITH_FAILURES
+    assert "tasks failed, so their records are missing" in run.error
+    client.force_login(owner)
+    page = client.get(reverse("designer:run-detail", args=[run.code])).content.decode()
+    assert 'data-bind="status">completed with failures<' in page
+    listing = client.get(reverse("designer:run-list")).content.decode()
+    assert 'status-completed_with_failures">completed with failures</span>' in listing

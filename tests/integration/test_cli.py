@@ -38,8 +38,31 @@ def test_template_with_one_input_writes_jsonl(worker, fake_llm, tmp_path):
         "sk-abc",
         "--output",
         out,
+        "--summary",
+        tmp_path / "summary.json",
     )
     assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "status: completed"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["error"] == ""
+    assert summary["records"] == 5
+    assert summary["tasks"] == {"done": 11, "failed": 0, "cancelled": 0}
+    assert summary["calls"] == {"made": 11, "from_cache": 0, "retried": 0}
+    assert fake_llm.stats()["total"] == 11
+    assert summary["tokens"]["in"] > 0 and summary["tokens"]["out"] > 0
+    assert summary["failures"] == [] and summary["wall_s"] > 0
+    assert set(summary) == {
+        "run",
+        "status",
+        "error",
+        "records",
+        "tasks",
+        "calls",
+        "tokens",
+        "cost",
+        "failures",
+        "wall_s",
+    }
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 5
     for row in rows:
@@ -104,11 +127,38 @@ def test_some_tasks_failing_exits_1_with_reasons_and_records(worker, fake_llm, t
         "m",
         "--output",
         out,
+        "--summary",
+        tmp_path / "summary.json",
     )
     assert res.returncode == 1, res.stderr
     assert "1 task(s) failed" in res.stderr
     assert "1 x reply was not a JSON list" in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "status: completed_with_failures"
     assert len(out.read_text().splitlines()) == 5
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed_with_failures"
+    assert "1 of 12 tasks failed" in summary["error"]
+    assert summary["tasks"] == {"done": 11, "failed": 1, "cancelled": 0}
+    assert summary["calls"]["made"] == fake_llm.stats()["total"]  # every call the provider saw
+    assert summary["failures"] == [{"reason": "reply was not a JSON list", "count": 1}]
+
+
+def test_a_run_where_every_task_fails_ends_failed_with_its_reason(worker, fake_llm, tmp_path):
+    fake_llm.configure(fail_for={"Tea": 401})  # the key is refused: nothing can be made
+    res = runpipeline(
+        "qa-from-topics",
+        "--input",
+        "topic=Tea",
+        "--base-url",
+        fake_llm.url,
+        "--model",
+        "m",
+        "--output",
+        tmp_path / "qa.jsonl",
+    )
+    assert res.returncode == 1, res.stderr
+    assert "No record could be made: 1 of 1 task failed" in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "status: failed"
 
 
 def test_bad_arguments_and_invalid_spec_exit_2(tmp_path):

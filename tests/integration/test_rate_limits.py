@@ -96,7 +96,9 @@ def test_a_provider_that_stays_down_fails_its_tasks_in_bounded_time(
     started = time.monotonic()
     wait_for(run, timeout=60)
     assert time.monotonic() - started < 30
-    assert run.status == Run.COMPLETED  # the run ends; its tasks failed with the reason
+    # the run ends, failed: no record could be made, and it says why
+    assert run.status == Run.FAILED
+    assert run.error.startswith("No record could be made: 6 of 6 tasks failed")
     failed = Task.objects.filter(run=run, status="failed")
     assert failed.count() == 6
     for task in failed:

@@ -37,9 +37,10 @@ def status_of(run):
         ("start", (), {Run.QUEUED}),
         ("pause", ("spent",), {Run.RUNNING, Run.PAUSED}),
         ("complete", (), {Run.RUNNING}),
+        ("complete_with_failures", ("2 of 9 tasks failed",), {Run.RUNNING}),
         ("fail", ("broken",), {Run.QUEUED, Run.RUNNING, Run.PAUSED}),
         ("cancel", (), {Run.QUEUED, Run.RUNNING, Run.PAUSED}),
-        ("requeue", (), {Run.PAUSED, Run.CANCELLED, Run.COMPLETED, Run.FAILED}),
+        ("requeue", (), set(Run.STOPPED)),
     ],
 )
 def test_each_change_happens_only_from_the_states_it_may_leave(owner, method, args, allowed):
@@ -47,6 +48,7 @@ def test_each_change_happens_only_from_the_states_it_may_leave(owner, method, ar
         "start": Run.RUNNING,
         "pause": Run.PAUSED,
         "complete": Run.COMPLETED,
+        "complete_with_failures": Run.COMPLETED_WITH_FAILURES,
         "fail": Run.FAILED,
         "cancel": Run.CANCELLED,
         "requeue": Run.QUEUED,

@@ -60,6 +60,9 @@ class Command(BaseCommand):
             "--user", help="the owner of the run (default: the only user, else 'cli')"
         )
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
+        parser.add_argument(
+            "--summary", metavar="FILE", help="also write what the run did as a JSON object"
+        )
 
     def handle(self, *args, **opts):
         try:
@@ -101,23 +104,30 @@ class Command(BaseCommand):
         self.stderr.write(
             f"Run {run.code} started: {len(inputs)} input(s), {len(spec.steps)} step(s)."
         )
+        started = time.monotonic()
         try:
             run = self._watch(run, quiet=opts["quiet"])
         except KeyboardInterrupt:
             engine.cancel_run(run)
             self.stderr.write(f"\nCancelled run {run.code}; resume it later from the run page.")
+            self.stderr.write(f"status: {Run.CANCELLED}")
             sys.exit(130)
+        wall = time.monotonic() - started
         n = export.write_records(run, output)
         self.stderr.write(f"Wrote {n} record(s) to {output}")
         failures = stats.failure_summary(run)
-        if run.status != Run.COMPLETED or failures:
-            total = sum(c for c, _ in failures)
-            if failures:
-                self.stderr.write(f"{total} task(s) failed:")
-                for count, reason in failures[:20]:
-                    self.stderr.write(f"  {count} x {reason}")
-            if run.error:
-                self.stderr.write(run.error)
+        if failures:
+            self.stderr.write(f"{sum(c for c, _ in failures)} task(s) failed:")
+            for count, reason in failures[:20]:
+                self.stderr.write(f"  {count} x {reason}")
+        if run.error and run.status != Run.COMPLETED:
+            self.stderr.write(run.error)
+        if opts["summary"]:
+            Path(opts["summary"]).write_text(
+                json.dumps(stats.run_summary(run, wall), indent=2, ensure_ascii=False) + "\n"
+            )
+        self.stderr.write(f"status: {run.status}")
+        if run.status != Run.COMPLETED:
             sys.exit(1)
 
     # arguments
@@ -185,19 +195,21 @@ class Command(BaseCommand):
         last_print = 0.0
         warned = False
         started = time.monotonic()
+        every = 0.5 if tty else 2
         while True:
-            run.refresh_from_db()
-            state = stats.run_state(run)
+            run.refresh_from_db(fields=["status"])  # cheap: the end is seen within 0.1 s
             now = time.monotonic()
-            if not quiet and (tty or now - last_print > 2 or not run.is_active):
-                self._draw(state, tty)
+            if not quiet and (now - last_print > every or not run.is_active):
+                run.refresh_from_db()
+                self._draw(stats.run_state(run), tty)
                 last_print = now
             if not run.is_active:
+                run.refresh_from_db()
                 return run
             if run.status == Run.QUEUED and now - started > 15 and not warned:
                 self.stderr.write("\nNo worker has picked up the run yet: is `make run` running?")
                 warned = True
-            time.sleep(0.5)
+            time.sleep(0.1)
 
     def _draw(self, state, tty):
         lines = []

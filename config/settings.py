@@ -187,6 +187,12 @@ RUNNER_CALLBACK_PACKAGES = os.getenv("RUNNER_CALLBACK_PACKAGES", "runner,tests,p
     ","
 )
 
+# Files people give us (the launch page's upload, `runpipeline --inputs`, pipeline files):
+# the largest file and the most rows accepted, and how deeply JSON may nest.
+INPUT_MAX_BYTES = envint("INPUT_MAX_BYTES", 20 * 1024 * 1024)
+INPUT_MAX_ROWS = envint("INPUT_MAX_ROWS", 100_000)
+JSON_MAX_DEPTH = envint("JSON_MAX_DEPTH", 64)
+
 # The provider every step uses unless the step or the run names another.
 DEFAULT_LLM_BASE_URL = os.getenv("DEFAULT_LLM_BASE_URL", "")
 DEFAULT_LLM_API_KEY = os.getenv("DEFAULT_LLM_API_KEY", "")

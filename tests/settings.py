@@ -11,6 +11,11 @@ from pathlib import Path
 TEST_REDIS_PORT = int(os.environ.setdefault("TEST_REDIS_PORT", "6391"))
 os.environ["REDIS_URL"] = f"redis://127.0.0.1:{TEST_REDIS_PORT}/0"
 os.environ.setdefault("CELERY_RESULT_BACKEND", "disabled")
+# The embedded setup's API-key encryption key, for the tests (and the workers they start).
+os.environ.setdefault(
+    "FIELD_ENCRYPTION_KEY_FILE",
+    str(Path(__file__).resolve().parent.parent / "var" / "test" / "field-encryption-key"),
+)
 
 if os.environ.get("TEST_POSTGRES") == "1" and not os.environ.get("TEST_SUBPROCESS"):
     # A private PostgreSQL server for this test process (and the workers it starts,

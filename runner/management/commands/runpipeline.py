@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from runner import engine, export
@@ -58,17 +59,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--output", help="where to write the records: .jsonl, .csv or .parquet")
         parser.add_argument(
-            "--user", help="the owner of the run (default: the only user, else 'cli')"
+            "--user",
+            help="the owner of the run (needed when there are several accounts; default: "
+            "the only account, or on an empty database a 'cli' user that the browser's "
+            "/setup/ turns into the first account)",
         )
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def handle(self, *args, **opts):
         try:
             spec, inputs, output = self._prepare(opts)
-            try:
-                user = adhoc.owner_for(opts["user"])
-            except adhoc.NoSuchUser as exc:
-                raise BadArgument(str(exc)) from None
+            user = owner(opts["user"])
             providers = {}
             if opts["base_url"]:
                 provider = adhoc.provider_for_url(
@@ -229,6 +230,25 @@ class Command(BaseCommand):
                 self.stderr.write("\n" * len(lines))
         else:
             self.stderr.write(text)
+
+
+def owner(username=None):
+    """The run's owner: the user named, else the only account, else (an empty database) the
+    `cli` user, which has no password and which /setup/ adopts as the first account, so
+    the browser is never locked out. Several accounts: --user is needed."""
+    if not username:
+        accounts = get_user_model().objects.order_by("username")
+        count = accounts.count()
+        if count > 1:
+            names = ", ".join(accounts.values_list("username", flat=True)[:10])
+            raise BadArgument(
+                f"there are {count} accounts ({names}{', ...' if count > 10 else ''}): "
+                "choose the run's owner with --user NAME"
+            )
+    try:
+        return adhoc.owner_for(username)
+    except adhoc.NoSuchUser as exc:
+        raise BadArgument(str(exc)) from None
 
 
 def read_inputs(name):

@@ -1,11 +1,13 @@
 import os
 
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
+from config.middleware import StaticFilesHandler
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-# Static files are served by the app itself in the embedded setup (no CDN, no extra server).
-django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
+# Static files are served by the app itself in the embedded setup (no CDN, no extra server),
+# with the security headers pages have (no middleware runs for them).
+django_asgi_app = StaticFilesHandler(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -6,6 +6,7 @@ a Redis server on 127.0.0.1:6379, daphne and one Celery worker.
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -37,6 +38,42 @@ if not SECRET_KEY:
         _key_file.write_text(secrets.token_urlsafe(50))
     SECRET_KEY = _key_file.read_text().strip()
 
+
+def _field_encryption_keys():
+    """FIELD_ENCRYPTION_KEY: the keys that encrypt providers' API keys, a comma-separated
+    list (the first encrypts, all decrypt, so a new key goes first and old ones stay).
+
+    Unset, the embedded setup generates one into a file of its own outside the repo
+    (FIELD_ENCRYPTION_KEY_FILE, default ~/.config/pipeline-designer/field-encryption-key),
+    not beside the database and not derived from SECRET_KEY; a deployment that sets
+    SECRET_KEY but no FIELD_ENCRYPTION_KEY keeps encrypting with SECRET_KEY as before.
+    Keys stored before this setting existed are derived from SECRET_KEY (and
+    SECRET_KEY_FALLBACKS): `runner/models/crypto.py` tries those last."""
+    keys = [k.strip() for k in os.getenv("FIELD_ENCRYPTION_KEY", "").split(",") if k.strip()]
+    if keys or os.getenv("SECRET_KEY"):
+        return keys
+    config_home = Path(os.getenv("XDG_CONFIG_HOME") or Path.home() / ".config")
+    path = Path(
+        os.getenv("FIELD_ENCRYPTION_KEY_FILE")
+        or config_home / "pipeline-designer" / "field-encryption-key"
+    )
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32) + "\n")
+    return [k.strip() for k in path.read_text().split(",") if k.strip()]
+
+
+FIELD_ENCRYPTION_KEYS = _field_encryption_keys()
+SECRET_KEY_FALLBACKS = [k for k in os.getenv("SECRET_KEY_FALLBACKS", "").split(",") if k]
+
 ALLOWED_HOSTS = os.getenv("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -49,6 +86,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "runner",
     "designer",
 ]
@@ -63,6 +101,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",  # request.htmx
+    "axes.middleware.AxesMiddleware",  # the lockout page after too many failed log-ins
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -103,6 +142,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Log-in attempts are limited per account and per address (django-axes): after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username, or from one address, logging in
+# is refused for LOGIN_LOCKOUT_MINUTES, even with the right password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "designer.views.locked_out"  # the page, in the product's layout
+AXES_VERBOSE = False
+# Behind a proxy (TRUSTED_PROXIES=1: one proxy that appends to X-Forwarded-For), the
+# address counted is the one the proxy saw, not the proxy's own.
+TRUSTED_PROXIES = envint("TRUSTED_PROXIES", 0)
+AXES_CLIENT_IP_CALLABLE = "config.middleware.client_ip"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 
@@ -195,6 +251,12 @@ RUNNER_RATE_FORGET_SECONDS = envfloat("RUNNER_RATE_FORGET_SECONDS", 60)
 RUNNER_CALLBACK_PACKAGES = os.getenv("RUNNER_CALLBACK_PACKAGES", "runner,tests,pipelines").split(
     ","
 )
+
+# Files people give us (the launch page's upload, `runpipeline --inputs`, pipeline files):
+# the largest file and the most rows accepted, and how deeply JSON may nest.
+INPUT_MAX_BYTES = envint("INPUT_MAX_BYTES", 20 * 1024 * 1024)
+INPUT_MAX_ROWS = envint("INPUT_MAX_ROWS", 100_000)
+JSON_MAX_DEPTH = envint("JSON_MAX_DEPTH", 64)
 
 # The provider every step uses unless the step or the run names another.
 DEFAULT_LLM_BASE_URL = os.getenv("DEFAULT_LLM_BASE_URL", "")

@@ -14,6 +14,7 @@ import functools
 import json
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import render
@@ -24,7 +25,7 @@ from redis.exceptions import RedisError
 
 from runner.engine import trial
 from runner.models import Provider
-from runner.spec import CallbackSpec, PipelineSpec, StepSpec
+from runner.spec import CallbackSpec, PipelineSpec, StepSpec, tables
 
 from .access import pipeline_for
 from .actions import save_version
@@ -167,7 +168,7 @@ def read_draft(request, pipeline):
     if raw is None:
         return pipeline.spec()
     try:
-        return PipelineSpec.model_validate(json.loads(raw))
+        return PipelineSpec.model_validate(tables.load_json(raw, settings.JSON_MAX_DEPTH))
     except (ValueError, ValidationError):
         raise BadRequest("the page sent a pipeline that could not be read; reload it") from None
 

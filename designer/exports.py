@@ -130,6 +130,9 @@ def export_download(request, code):
         response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{stem}-README.md"'
         return response
+    reason = job.empty_reason()  # say why, rather than send an empty file
+    if reason:
+        return _form(request, run, keys, request.GET, [reason])
     if package == "zip":
         chunks, content_type, name = job.zip_chunks(kind, card), "application/zip", f"{stem}.zip"
     else:

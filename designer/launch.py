@@ -30,10 +30,9 @@ from runner.spec import estimate as estimator
 from .access import pipeline_for
 from .step_forms import plain_problem
 from .uploads import (
-    MAX_ROWS,
-    MAX_UPLOAD_BYTES,
     UploadError,
     default_mapping,
+    limits,
     map_rows,
     read_table,
 )
@@ -86,7 +85,6 @@ class LaunchForm(forms.Form):
     file = forms.FileField(
         label="CSV or JSON Lines file",
         required=False,
-        help_text=f"Up to {MAX_UPLOAD_BYTES // 1024 // 1024} MB and {MAX_ROWS:,} rows.",
         error_messages={"empty": "The file is empty."},
     )
     provider = forms.ModelChoiceField(
@@ -120,6 +118,10 @@ class LaunchForm(forms.Form):
     def __init__(self, *args, user, variables, cost_url="", **kwargs):
         super().__init__(*args, **kwargs)
         self.variables = variables
+        lim = limits()
+        self.fields[
+            "file"
+        ].help_text = f"Up to {lim.max_bytes / 1024 / 1024:g} MB and {lim.max_rows:,} rows."
         if cost_url:  # choosing a provider shows what the run would cost with its prices
             self.fields["provider"].widget.attrs.update(
                 {
@@ -239,9 +241,9 @@ def _page(request, pipeline, version, spec, problems, form):
         "has_providers": Provider.objects.filter(owner=request.user).exists(),
         "estimate": estimator.estimate(spec, [{}]) if spec and spec.steps else None,
         "preview": _preview(form.table, variables, form.mapping) if form.table else None,
-        "max_mb": MAX_UPLOAD_BYTES // 1024 // 1024,
-        "max_bytes": MAX_UPLOAD_BYTES,
-        "max_rows": f"{MAX_ROWS:,}",
+        "max_mb": f"{limits().max_bytes / 1024 / 1024:g}",
+        "max_bytes": limits().max_bytes,
+        "max_rows": f"{limits().max_rows:,}",
         "htmx": bool(request.htmx),
     }
     if form.table and form.inputs:

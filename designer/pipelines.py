@@ -6,6 +6,7 @@ whatever the method), a form validates, designer/actions.py applies.
 """
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import JSONField, Max, OuterRef, Subquery
@@ -67,7 +68,7 @@ class ImportForm(forms.Form):
             )
         data = upload.read(IMPORT_MAX_BYTES + 1)
         try:
-            self.spec = PipelineSpec.load(data)
+            self.spec = PipelineSpec.load(data, max_depth=settings.JSON_MAX_DEPTH)
         except SpecError as exc:
             self.problems = exc.problems
             raise forms.ValidationError(

@@ -12,6 +12,7 @@ a list computed up front.
 import json
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -24,6 +25,7 @@ from django.views.decorators.http import require_POST
 
 from runner.export import in_order, record_keys
 from runner.models import Record
+from runner.spec import tables
 
 from .access import run_for
 from .runs import PAGE_SIZE, ancestors, lineage_path, pretty, step_names
@@ -310,9 +312,10 @@ def apply_edit(record, posted):
             values[key] = raw
             continue
         try:
-            values[key] = json.loads(raw)
+            values[key] = tables.load_json(raw, settings.JSON_MAX_DEPTH)
         except ValueError as exc:
-            problems.append(f"'{key}' must stay valid JSON like its original ({exc.msg}); fix it")
+            why = getattr(exc, "msg", str(exc))
+            problems.append(f"'{key}' must stay valid JSON like its original ({why}); fix it")
             values[key] = raw
     return values, problems
 

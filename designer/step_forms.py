@@ -7,12 +7,11 @@ non-programmer, and `StepForm.show_problems` puts it beside the field it names
 one sample.
 """
 
-import json
-
 from django import forms
+from django.conf import settings
 from pydantic import ValidationError
 
-from runner.spec import KEY_RE, OutputFormat, Problem, StepSpec, checks, templating
+from runner.spec import KEY_RE, OutputFormat, Problem, StepSpec, checks, tables, templating
 
 # -- problems in plain words ------------------------------------------------------------
 
@@ -425,7 +424,7 @@ class TryForm(forms.Form):
             stripped = value.strip()
             if stripped[:1] in ("[", "{"):
                 try:
-                    value = json.loads(stripped)
+                    value = tables.load_json(stripped, settings.JSON_MAX_DEPTH)
                 except ValueError:
                     pass
             context[name] = value

@@ -1,10 +1,13 @@
 """Accounts and the home page: the first account, log in, and where a visitor lands."""
 
+from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,9 +20,25 @@ from runner.models import Run
 
 from .models import Pipeline
 
+CLI_USERNAME = "cli"  # the user runner.engine.adhoc.owner_for makes on an empty database
+
 
 class SetupForm(UserCreationForm):
-    """The first account: a username and a password typed twice (Django's validators apply)."""
+    """The first account: a username and a password typed twice (Django's validators apply).
+
+    Bound to the command line's placeholder user (see `placeholder`), it turns that user
+    into the account, so the runs it owns become the new account's."""
+
+    def clean_username(self):
+        username = self.cleaned_data.get("username")
+        others = get_user_model().objects.filter(username__iexact=username)
+        if self.instance.pk:
+            others = others.exclude(pk=self.instance.pk)
+        if username and others.exists():
+            raise forms.ValidationError(
+                self.instance.unique_error_message(get_user_model(), ["username"])
+            )
+        return username
 
     def save(self, commit=True):
         user = super().save(commit=False)
@@ -38,7 +57,20 @@ def go(request, url):
 
 
 def no_account_yet():
-    return not get_user_model().objects.exists()
+    """True while nobody can log in: no user, or only users without a password (the
+    `cli` user `runpipeline` makes on an empty database), so /setup/ stays open."""
+    users = get_user_model().objects.exclude(password__startswith=UNUSABLE_PASSWORD_PREFIX)
+    return not users.exists()
+
+
+def placeholder():
+    """The user the command line made on an empty database (`cli`, no password), if any:
+    /setup/ adopts it, so the runs started from the terminal first show in the browser."""
+    return (
+        get_user_model()
+        .objects.filter(username=CLI_USERNAME, password__startswith=UNUSABLE_PASSWORD_PREFIX)
+        .first()
+    )
 
 
 def home(request):
@@ -66,7 +98,11 @@ def setup(request):
     """Create the first account (a superuser) when there is none; refuse once one exists."""
     if not no_account_yet():
         return redirect("login")
-    form = SetupForm(request.POST if request.method == "POST" else None)
+    cli = placeholder()
+    if request.method == "POST":
+        form = SetupForm(request.POST, instance=cli)
+    else:
+        form = SetupForm()
     if form.is_bound and form.is_valid():
         with transaction.atomic():
             if not no_account_yet():  # someone else was faster
@@ -75,7 +111,19 @@ def setup(request):
         auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome, {user.username}. Your account is ready.")
         return redirect("designer:pipeline-list")
-    return render(request, "designer/setup.html", {"form": form})
+    cli_runs = Run.objects.filter(owner=cli).count() if cli else 0
+    return render(request, "designer/setup.html", {"form": form, "cli_runs": cli_runs})
+
+
+def locked_out(request, original_response=None, credentials=None):
+    """What django-axes shows after too many failed log-ins (per account or per address)."""
+    minutes = max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+    context = {
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "username": (credentials or {}).get("username") or request.POST.get("username", ""),
+        "minutes": minutes,
+    }
+    return render(request, "registration/locked_out.html", context, status=429)
 
 
 def login(request):

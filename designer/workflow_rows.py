@@ -19,9 +19,10 @@ and once: `wf-return` (the keys returned, in order), `wf-max_steps`, `wf-max_tim
 import json
 import re
 
+from django.conf import settings
 from pydantic import ValidationError
 
-from runner.spec import templating
+from runner.spec import tables, templating
 from runner.spec import workflow as wfspec
 from runner.spec.workflow import END, Edge, WorkflowSpec
 
@@ -211,7 +212,7 @@ class WorkflowFields:
         for i, row in enumerate(self.rows):
             row["n"] = i + 1
             try:
-                row["extra_data"] = json.loads(row["extra"]) if row["extra"].strip() else {}
+                row["extra_data"] = tables.load_json(row["extra"], settings.JSON_MAX_DEPTH) if row["extra"].strip() else {}  # fmt: skip
                 if not isinstance(row["extra_data"], dict):
                     raise ValueError("not an object")
             except ValueError:

@@ -14,6 +14,11 @@ os.environ.setdefault("CELERY_RESULT_BACKEND", "disabled")
 # Fixed, so the test process and the workers it starts agree while tests flush the
 # database (tests of the default, made from the database, unset it).
 os.environ.setdefault("RUNNER_KEY_PREFIX", f"pdtest{TEST_REDIS_PORT}:")
+# The embedded setup's API-key encryption key, for the tests (and the workers they start).
+os.environ.setdefault(
+    "FIELD_ENCRYPTION_KEY_FILE",
+    str(Path(__file__).resolve().parent.parent / "var" / "test" / "field-encryption-key"),
+)
 
 if os.environ.get("TEST_POSTGRES") == "1" and not os.environ.get("TEST_SUBPROCESS"):
     # A private PostgreSQL server for this test process (and the workers it starts,

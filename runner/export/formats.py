@@ -161,10 +161,20 @@ def _text(value):
     return json.dumps(value, ensure_ascii=False)
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (CSV injection):
+# such a cell is written with a single quote in front, the OWASP rule. CSV only: JSONL
+# and Parquet keep the exact text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value):
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, int | float | bool):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False)
+    if value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 class _Sink(io.RawIOBase):
@@ -420,6 +430,42 @@ class Export:
             for part in self.chunks(suffix):
                 fh.write(part)
         return self.rows_written
+
+    def empty_reason(self):
+        """Why this export has no rows, in a sentence; None when it has at least one.
+
+        Stops at the first row, so it is cheap unless the export is empty."""
+        if next(iter(self.rows()), None) is not None:
+            return None
+        o = self.options
+        records = Record.objects.filter(run_id=self.run.pk)
+        if not records.exists():
+            return "This run has no records yet, so there is nothing to export."
+        if o.accepted_only and not records.filter(review=Record.ACCEPTED).exists():
+            return (
+                "No record of this run is accepted yet: accept some in review, "
+                "or export all records."
+            )
+        if o.shape == "chat":
+            return (
+                f"No record has both a '{o.prompt_field}' and an '{o.answer_field}' field, "
+                "so the chat format has no rows: choose other prompt and answer fields."
+            )
+        if o.shape == "preference":
+            why = {
+                "rating": "two answers with different ratings: rate the answers in review, "
+                "or choose pairs by first/second answer",
+                "review": "one accepted and one rejected answer: review the answers, "
+                "or choose pairs by rating or by first/second answer",
+            }.get(
+                o.choose,
+                "two answers: the preference format needs a pipeline that makes two answers "
+                "per prompt (a broadcast step)",
+            )
+            if o.accepted_only and o.choose != "review":
+                why += "; with accepted records only, the chosen answer must also be accepted"
+            return f"No prompt has {why}. The preference export would be an empty file."
+        return "The export has no rows."
 
     def count(self):
         """How many rows the export makes (a pass over the records, nothing written)."""

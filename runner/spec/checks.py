@@ -357,6 +357,10 @@ def not_json(exc):
     return Problem.general("", "not_json", f"the file is not valid JSON: {exc}", error=str(exc))
 
 
+def too_deep(exc):
+    return Problem.general("", "too_deep", f"the file cannot be read: {exc}", error=str(exc))
+
+
 def not_an_object():
     return Problem.general(
         "", "not_an_object", "a pipeline spec is a JSON object with a list of steps"

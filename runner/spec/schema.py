@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from . import checks, templating
+from . import checks, tables, templating
 from . import workflow as wf
 from .checks import SPEC_VERSION, SpecError
 from .workflow import OutputFormat, WorkflowSpec
@@ -157,13 +157,19 @@ class PipelineSpec(_Model):
     # -- reading and writing -------------------------------------------------
 
     @classmethod
-    def load(cls, data):
-        """Parse and check a spec from a dict, JSON text or bytes; raise SpecError."""
+    def load(cls, data, max_depth=tables.MAX_DEPTH):
+        """Parse and check a spec from a dict, JSON text or bytes; raise SpecError.
+
+        JSON nested deeper than `max_depth` levels is refused before pydantic sees it."""
         if isinstance(data, bytes | str):
             try:
-                data = json.loads(data)
-            except (ValueError, UnicodeDecodeError) as exc:
+                data = tables.load_json(data, max_depth)
+            except tables.TooDeep as exc:
+                raise SpecError([checks.too_deep(exc)]) from None
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
                 raise SpecError([checks.not_json(exc)]) from None
+        elif tables.depth(data, max_depth) > max_depth:
+            raise SpecError([checks.too_deep(tables.TooDeep(max_depth))])
         if not isinstance(data, dict):
             raise SpecError([checks.not_an_object()])
         try:

@@ -6,7 +6,8 @@
     manage.py exportrun 3f2c... --output pairs.jsonl --format preference --choose rating
     manage.py exportrun 3f2c... --output qa.csv --fields question:prompt,answer --card README.md
 
-Exit status: 0 when written, 2 when an argument is wrong (the message says which).
+Exit status: 0 when written, 2 when an argument is wrong or the export would have no
+rows (the message says which or why; nothing is written).
 """
 
 import sys
@@ -81,6 +82,9 @@ class Command(BaseCommand):
         if problems:
             self._fail(problems)
         job = export.Export(run, options)
+        reason = job.empty_reason()  # say why, rather than write an empty file
+        if reason:
+            self._fail([reason])
         n = job.write(output)
         self.stderr.write(f"Wrote {n} row(s) to {output}")
         if job.skipped:

@@ -4,22 +4,22 @@ Exit codes: 0 every task succeeded, 1 some failed (records still written),
 2 a bad argument or an invalid spec.
 """
 
-import csv
-import json
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from runner import engine, export
 from runner.engine import adhoc
 from runner.events import stats
 from runner.models import Run
-from runner.spec import PipelineSpec, SpecError, library, money
+from runner.spec import PipelineSpec, SpecError, library, money, tables
 
-MAX_INPUTS = 1_000_000
+INPUT_SUFFIXES = (".jsonl", ".csv", ".tsv", ".json")
 
 
 class BadArgument(Exception):
@@ -40,7 +40,9 @@ class Command(BaseCommand):
             metavar="KEY=VALUE",
             help="one input value (repeat for several keys)",
         )
-        parser.add_argument("--inputs", metavar="FILE", help="many inputs: a .jsonl or .csv file")
+        parser.add_argument(
+            "--inputs", metavar="FILE", help="many inputs: a .jsonl, .csv, .tsv or .json file"
+        )
         parser.add_argument(
             "--base-url",
             help="an OpenAI-compatible endpoint for every step, e.g. http://127.0.0.1:8001/v1",
@@ -57,7 +59,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--output", help="where to write the records: .jsonl, .csv or .parquet")
         parser.add_argument(
-            "--user", help="the owner of the run (default: the only user, else 'cli')"
+            "--user",
+            help="the owner of the run (needed when there are several accounts; default: "
+            "the only account, or on an empty database a 'cli' user that the browser's "
+            "/setup/ turns into the first account)",
         )
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
         parser.add_argument(
@@ -67,10 +72,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         try:
             spec, inputs, output = self._prepare(opts)
-            try:
-                user = adhoc.owner_for(opts["user"])
-            except adhoc.NoSuchUser as exc:
-                raise BadArgument(str(exc)) from None
+            user = owner(opts["user"])
             providers = {}
             if opts["base_url"]:
                 provider = adhoc.provider_for_url(
@@ -97,9 +99,12 @@ class Command(BaseCommand):
             )
         except (BadArgument, SpecError, engine.LaunchError) as exc:
             problems = getattr(exc, "problems", None) or [str(exc)]
-            self.stderr.write("Cannot start the run:")
-            for p in problems:
-                self.stderr.write(f"  - {p}")
+            if len(problems) == 1:  # one clear line
+                self.stderr.write(f"Cannot start the run: {problems[0]}")
+            else:
+                self.stderr.write("Cannot start the run:")
+                for p in problems:
+                    self.stderr.write(f"  - {p}")
             sys.exit(2)
         self.stderr.write(
             f"Run {run.code} started: {len(inputs)} input(s), {len(spec.steps)} step(s)."
@@ -136,9 +141,13 @@ class Command(BaseCommand):
         source = opts["spec"]
         path = Path(source)
         if path.suffix.lower() == ".json" or path.exists():
-            if not path.exists():
+            if not path.is_file():
                 raise BadArgument(f"spec file {source} does not exist")
-            spec = PipelineSpec.load(path.read_bytes())
+            try:
+                tables.check_size(path.stat().st_size, tables.Limits.from_settings(settings))
+            except tables.TableError as exc:
+                raise BadArgument(f"{source}: {exc}") from None
+            spec = PipelineSpec.load(path.read_bytes(), max_depth=settings.JSON_MAX_DEPTH)
         else:
             template = library.get(source)
             if template is None:
@@ -235,42 +244,38 @@ class Command(BaseCommand):
             self.stderr.write(text)
 
 
-def read_inputs(name):
-    path = Path(name)
-    if not path.exists():
-        raise BadArgument(f"inputs file {name} does not exist")
-    suffix = path.suffix.lower()
-    rows = []
+def owner(username=None):
+    """The run's owner: the user named, else the only account, else (an empty database) the
+    `cli` user, which has no password and which /setup/ adopts as the first account, so
+    the browser is never locked out. Several accounts: --user is needed."""
+    if not username:
+        accounts = get_user_model().objects.order_by("username")
+        count = accounts.count()
+        if count > 1:
+            names = ", ".join(accounts.values_list("username", flat=True)[:10])
+            raise BadArgument(
+                f"there are {count} accounts ({names}{', ...' if count > 10 else ''}): "
+                "choose the run's owner with --user NAME"
+            )
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            if suffix == ".jsonl":
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError as exc:
-                        raise BadArgument(f"{name} line {n} is not valid JSON: {exc}") from None
-                    if not isinstance(row, dict):
-                        raise BadArgument(f"{name} line {n} is not a JSON object")
-                    rows.append(row)
-                    if len(rows) > MAX_INPUTS:
-                        raise BadArgument(f"{name} has more than {MAX_INPUTS} inputs")
-            elif suffix == ".csv":
-                reader = csv.DictReader(fh)
-                if not reader.fieldnames:
-                    raise BadArgument(f"{name} has no header row")
-                for row in reader:
-                    rows.append({k.strip(): v for k, v in row.items() if k})
-                    if len(rows) > MAX_INPUTS:
-                        raise BadArgument(f"{name} has more than {MAX_INPUTS} inputs")
-            else:
-                raise BadArgument(f"inputs file {name} must be .jsonl or .csv")
-    except UnicodeDecodeError:
-        raise BadArgument(f"{name} is not UTF-8 text") from None
-    if not rows:
-        raise BadArgument(f"{name} holds no inputs")
-    return rows
+        return adhoc.owner_for(username)
+    except adhoc.NoSuchUser as exc:
+        raise BadArgument(str(exc)) from None
+
+
+def read_inputs(name):
+    """The rows of an inputs file, read as the launch page reads an upload (one reader)."""
+    path = Path(name)
+    if not path.is_file():
+        raise BadArgument(f"inputs file {name} does not exist")
+    if path.suffix.lower() not in INPUT_SUFFIXES:
+        raise BadArgument(f"inputs file {name} must be {', '.join(INPUT_SUFFIXES)}")
+    limits = tables.Limits.from_settings(settings)
+    try:
+        tables.check_size(path.stat().st_size, limits)  # before reading it into memory
+        return tables.read_table(path.read_bytes(), path.name, limits).rows
+    except tables.TableError as exc:
+        raise BadArgument(f"{name}: {exc}") from None
 
 
 # CommandError is Django's way; we exit with our own codes instead.

@@ -4,6 +4,7 @@ Exit codes: 0 every task succeeded, 1 some failed (records still written),
 2 a bad argument or an invalid spec.
 """
 
+import json
 import sys
 import time
 from pathlib import Path

@@ -228,6 +228,12 @@ RUNNER_PROGRESS_SECONDS = envfloat("RUNNER_PROGRESS_SECONDS", 0.25)
 # How often each worker looks for open runs it has no driver for yet (a new run is
 # started at once by the worker woken for it; the others join within this).
 RUNNER_HOST_SECONDS = envfloat("RUNNER_HOST_SECONDS", 0.25)
+# Filling in one prompt: at most this long, this many characters, this many loop steps.
+RUNNER_TEMPLATE_SECONDS = envfloat("RUNNER_TEMPLATE_SECONDS", 1.0)
+RUNNER_TEMPLATE_MAX_CHARS = envint("RUNNER_TEMPLATE_MAX_CHARS", 1_000_000)
+RUNNER_TEMPLATE_MAX_STEPS = envint("RUNNER_TEMPLATE_MAX_STEPS", 1_000_000)
+# A provider's reply over this many bytes fails its call with the reason.
+RUNNER_MAX_REPLY_BYTES = envint("RUNNER_MAX_REPLY_BYTES", 4 * 1024 * 1024)
 # A driver or worker that has not said it is alive for this long is taken for dead.
 RUNNER_HEARTBEAT_TTL = envint("RUNNER_HEARTBEAT_TTL", 15)
 RUNNER_MAX_TRANSIENT_RETRIES = envint("RUNNER_MAX_TRANSIENT_RETRIES", 5)

@@ -8,3 +8,12 @@ class RunnerConfig(AppConfig):
     def ready(self):
         # The events layer listens to the engine's run_changed (saved first, announced second).
         from runner.events import progress  # noqa: F401
+        from django.conf import settings
+
+        from runner.spec import templating
+
+        templating.configure(
+            seconds=settings.RUNNER_TEMPLATE_SECONDS,
+            chars=settings.RUNNER_TEMPLATE_MAX_CHARS,
+            steps=settings.RUNNER_TEMPLATE_MAX_STEPS,
+        )

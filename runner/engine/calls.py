@@ -240,7 +240,7 @@ class CallRunner:
         if parse_try == 0 and job.cached is not None:
             return job.cached, True
         if parse_try > 0:
-            raw = await self.redis.get(key)
+            raw = await self.cache_get(key)
             if raw:
                 return completion_from_json(raw), True
         shared = self.inflight.get(key)
@@ -338,6 +338,14 @@ class CallRunner:
         finally:
             if waiting[0]:
                 self.retrying -= 1
+
+    async def cache_get(self, key):
+        """A reply already paid for, or None (also when Redis is away: the call is made)."""
+        try:
+            return await self.redis.get(key)
+        except Exception as exc:
+            log.warning("response cache unavailable: %s", exc)
+            return None
 
     async def _cache_put(self, key, value):
         """Write a reply to the run's cache; replies finishing together share one round trip."""

@@ -69,6 +69,8 @@ class Driver:
         }
         self.reported = {}  # pool -> (calls started, 429s) already told to Redis
         self.paid = [0, 0]  # cost (micro-dollars) and count of the calls this driver made
+        self.redis_down = None  # since when Redis has not answered (None: it answers)
+        self.dead_seen = {}  # claim prefix -> when its driver was first seen without a heartbeat
 
     # setup
 
@@ -217,8 +219,7 @@ class Driver:
         while True:
             now = time.monotonic()
             if now - self.last["alive"] > settings.RUNNER_HEARTBEAT_TTL / 4:
-                limits.heartbeat(self.id)
-                self.last["alive"] = now
+                self._heartbeat(now)
             if now - self.last["grow"] > 0.25 or not self.grants:
                 try:
                     self._share_slots()
@@ -270,6 +271,21 @@ class Driver:
                 self.last["progress"] = time.monotonic()
                 self._publish_retrying()
                 announce(self.run)
+
+    def _heartbeat(self, now):
+        """Say this driver is alive. Redis away: calls go on, results still reach the
+        database; the heartbeat is tried again every pass until Redis answers."""
+        try:
+            limits.heartbeat(self.id)
+        except Exception as exc:
+            if self.redis_down is None:
+                self.redis_down = now
+                log.warning("Redis is unreachable (%s): calls go on, results are saved", exc)
+            return
+        if self.redis_down is not None:
+            log.info("Redis is back after %.1fs", now - self.redis_down)
+            self.redis_down = None
+        self.last["alive"] = now
 
     def _publish_retrying(self):
         key = keys.retrying(self.run.code)
@@ -436,17 +452,29 @@ class Driver:
             .values_list("claim", flat=True)
             .distinct()
         )
-        dead = {
-            c
-            for c in claims
-            if c and not c.startswith(self.id + ":") and not limits.is_alive(c.split(":")[0])
-        }
+        dead = self._dead_claims(claims)
         if dead:
             n += Task.objects.filter(
                 run_id=self.run_id, status=Task.RUNNING, claim__in=dead
             ).release()
         if n:
             log.info("driver %s put %d abandoned tasks of run %s back", self.id, n, self.run_id)
+
+    def _dead_claims(self, claims):
+        """Claims whose driver has had no heartbeat for a while (not just since Redis came
+        back empty: a driver gets a few seconds to say it is alive again)."""
+        if self.redis_down is not None:
+            return set()  # no way to tell who is alive
+        try:
+            drivers = {c.split(":")[0] for c in claims if c and not c.startswith(self.id + ":")}
+            silent = {d for d in drivers if not limits.is_alive(d)}
+        except Exception:
+            return set()
+        now = time.monotonic()
+        self.dead_seen = {d: self.dead_seen.get(d, now) for d in silent}
+        grace = settings.RUNNER_HEARTBEAT_TTL / 2
+        gone = {d for d, since in self.dead_seen.items() if now - since >= grace}
+        return {c for c in claims if c and c.split(":")[0] in gone}
 
     def _stop_inflight(self, wait=None):
         """Cancelled or shutting down: save what finishes within a moment, put back the rest."""

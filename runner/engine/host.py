@@ -18,6 +18,7 @@ import threading
 import time
 
 from django.conf import settings
+from redis.exceptions import RedisError
 from django.db import close_old_connections, connections
 
 from runner.models import Run
@@ -104,6 +105,8 @@ class Host:
         try:
             driver.run()
             self.crashes.pop(driver.run_id, None)
+        except RedisError:  # Redis away: not the run's fault; the next pass starts it again
+            log.warning("driver of run %s stopped: Redis is unreachable", driver.run_id)
         except Exception as exc:
             n = self.crashes.get(driver.run_id, 0) + 1
             self.crashes[driver.run_id] = n

@@ -128,7 +128,7 @@ def _snapshot(memory):
 async def _cached(calls, job):
     """A sub-call's reply already paid for (a killed worker's), looked up before calling."""
     try:
-        raw = await calls.redis.get(cache_key(job, 0))
+        raw = await calls.cache_get(cache_key(job, 0))
     except Exception:  # the cache is down: the call is made (and paid) again
         return
     if raw:

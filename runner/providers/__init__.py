@@ -29,7 +29,13 @@ def build_provider(kind, base_url, api_key, default_model=""):
     client = None
     if settings.LLM_HTTP_CLIENT == "httpx":
         client = get_client()  # httpx over the aiohttp transport, shared per event loop
-    return cls(base_url, api_key or "", client=client, default_model=default_model or "")
+    return cls(
+        base_url,
+        api_key or "",
+        client=client,
+        default_model=default_model or "",
+        max_reply_bytes=settings.RUNNER_MAX_REPLY_BYTES,
+    )
 
 
 __all__ = [

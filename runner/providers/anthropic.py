@@ -72,12 +72,13 @@ def tool_for(request: CompletionRequest):
 class Anthropic(HTTPProvider):
     kind = "anthropic"
 
-    def __init__(self, base_url, api_key="", *, client=None, default_model=""):
+    def __init__(self, base_url, api_key="", *, client=None, default_model="", **kwargs):
         super().__init__(
             base_url or "https://api.anthropic.com",
             api_key,
             client=client,
             default_model=default_model,
+            **kwargs,
         )
         self.url = self.base_url + (
             "/messages" if self.base_url.endswith("/v1") else "/v1/messages"

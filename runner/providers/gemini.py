@@ -95,11 +95,11 @@ def to_contents(messages):
 class Gemini(HTTPProvider):
     kind = "gemini"
 
-    def __init__(self, base_url, api_key="", *, client=None, default_model=""):
+    def __init__(self, base_url, api_key="", *, client=None, default_model="", **kwargs):
         base = (base_url or "https://generativelanguage.googleapis.com").rstrip("/")
         if not base.endswith(("/v1beta", "/v1", "/v1alpha")):
             base += "/v1beta"
-        super().__init__(base, api_key, client=client, default_model=default_model)
+        super().__init__(base, api_key, client=client, default_model=default_model, **kwargs)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             self._headers["x-goog-api-key"] = self.api_key

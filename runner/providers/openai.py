@@ -49,8 +49,8 @@ class OpenAICompatible(HTTPProvider):
 
     kind = "openai"
 
-    def __init__(self, base_url, api_key="", *, client=None, default_model=""):
-        super().__init__(base_url, api_key, client=client, default_model=default_model)
+    def __init__(self, base_url, api_key="", *, client=None, default_model="", **kwargs):
+        super().__init__(base_url, api_key, client=client, default_model=default_model, **kwargs)
         self.url = f"{self.base_url}/chat/completions"
         # Flips to False the first time the server rejects `response_format`.
         self.supports_response_format = True

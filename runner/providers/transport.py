@@ -55,6 +55,17 @@ def parse_retry_after(headers) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+MAX_REPLY_BYTES = 4 * 1024 * 1024  # a reply over this fails its call (settings can change it)
+
+
+def _too_big(limit):
+    return ProviderError(
+        f"the provider's reply is over {limit / 1024 / 1024:g} MB (the limit); "
+        "ask for shorter replies (max tokens) or raise RUNNER_MAX_REPLY_BYTES",
+        transient=False,
+    )
+
+
 class _Reply:
     """What came back, whichever client fetched it."""
 
@@ -177,7 +188,10 @@ class HTTPProvider(Provider):
     (see `http.py`); pass an `httpx.AsyncClient` as `client` to use it instead.
     """
 
-    def __init__(self, base_url, api_key="", *, client=None, default_model=""):
+    def __init__(
+        self, base_url, api_key="", *, client=None, default_model="", max_reply_bytes=None
+    ):
+        self.max_reply_bytes = max_reply_bytes or MAX_REPLY_BYTES
         self.base_url = (base_url or "").rstrip("/")
         self.api_key = api_key or ""
         self.default_model = default_model or ""
@@ -222,8 +236,16 @@ class HTTPProvider(Provider):
             allow_redirects=False,
             proxy=proxy,
         ) as resp:
-            content = await resp.read()
-            return _Reply(resp.status, resp.reason, resp.headers, content)
+            limit = self.max_reply_bytes
+            if (resp.content_length or 0) > limit:
+                raise _too_big(limit)
+            chunks, size = [], 0
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise _too_big(limit)
+                chunks.append(chunk)
+            return _Reply(resp.status, resp.reason, resp.headers, b"".join(chunks))
 
     async def _post_httpx(self, url, body, headers, timeout) -> _Reply:
         # httpx's timeout is per phase (and per read); the outer one bounds the
@@ -232,6 +254,8 @@ class HTTPProvider(Provider):
             resp = await self._client.post(
                 url, content=body, headers=headers, timeout=httpx.Timeout(timeout)
             )
+        if len(resp.content) > self.max_reply_bytes:
+            raise _too_big(self.max_reply_bytes)
         return _Reply(resp.status_code, resp.reason_phrase, resp.headers, resp.content)
 
 

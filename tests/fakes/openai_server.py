@@ -52,6 +52,7 @@ Behaviour settings (constructor keywords, --config JSON, or POST /_admin/config)
   models                 list of model ids accepted (others: 404); None accepts any
   fail_models            {model: status}: requests for that model always fail so
   realistic              replies and token usage of a real chat model's size (above)
+  huge_reply_for         {substring: n}: matching prompts get a reply of n characters
 
 Stats also give `max_rps`: the most requests that arrived within any one second
 (a sliding window), so a test can check the rate a client kept to.
@@ -110,6 +111,7 @@ DEFAULTS = {
     "fail_models": {},
     "block_for": [],  # Gemini fake: prompts answered with a SAFETY block
     "realistic": False,
+    "huge_reply_for": {},  # {substring: characters}: matching prompts get a reply that long
 }
 
 HANG_SECONDS = 3600.0
@@ -553,6 +555,9 @@ def make_app(state: FakeState) -> web.Application:
                 never_json=_matches(prompt, _listify(cfg["never_json_for"])),
                 realistic=realistic,
             )
+            for needle, size in (cfg["huge_reply_for"] or {}).items():
+                if needle and needle in prompt:
+                    text = "x" * int(size)
             message = {"role": "assistant", "content": text}
             completion_tokens = tokens(text)
         return _json_response(

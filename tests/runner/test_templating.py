@@ -213,3 +213,50 @@ def test_environment_is_sandboxed_and_strict():
     assert isinstance(templating._env, SandboxedEnvironment)
     assert templating._env.undefined is StrictUndefined
     assert templating._env.autoescape is False
+
+
+# -- bounded work ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "loops went over 1,000,000 steps (the limit)",
+        ),
+        (
+            "{% for a in xs %}{% for b in xs %}{% for c in xs %}{% endfor %}{% endfor %}{% endfor %}",
+            "loops went over 1,000,000 steps (the limit)",
+        ),
+        ("{{ 'a' * 20000000 }}", "text * 20,000,000 would be over 1,000,000 characters"),
+        ("{{ xs * 5000 }}", "list * 5,000 would be over 1,000,000 characters"),
+        ("{{ 9 ** 99999999 }}", "too big a number"),
+        ("{{ 'x'|center(100000000) }}", "center(100,000,000) would be over 1,000,000"),
+        ("{{ range(2000000)|list }}", "range(2,000,000) is over 1,000,000 steps"),
+        (
+            "{% for i in range(1000) %}{{ 'abcdefghij' * 200 }}{% endfor %}",
+            "the filled-in prompt would be over 1,000,000 characters",
+        ),
+    ],
+)
+def test_work_a_prompt_may_do_is_bounded_and_the_error_names_the_limit(source, says):
+    with pytest.raises(templating.TemplateLimitError) as err:
+        render(source, {"xs": list(range(1000))})
+    assert says in str(err.value)
+
+
+def test_a_slow_template_stops_at_the_time_limit(monkeypatch):
+    monkeypatch.setattr(templating.LIMITS, "seconds", 0.05)
+    monkeypatch.setattr(templating.LIMITS, "steps", 10**9)
+    source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    with pytest.raises(templating.TemplateLimitError) as err:
+        render(source, {})
+    assert "took over 0.05 s (the limit)" in str(err.value)
+
+
+def test_ordinary_loops_and_ranges_still_work():
+    source = "{% for t in topics %}{{ loop.index }}. {{ t }}\n{% endfor %}{{ range(3)|list }} {{ range(4)|length }}"
+    out = render(source, {"topics": ["tea", "rain"]})
+    assert out == "1. tea\n2. rain\n[0, 1, 2] 4"
+    assert render("{{ xs|join(', ') }} {{ xs }}", {"xs": ["a", "b"]}) == "a, b ['a', 'b']"

@@ -7,9 +7,9 @@ class RunnerConfig(AppConfig):
 
     def ready(self):
         # The events layer listens to the engine's run_changed (saved first, announced second).
-        from runner.events import progress  # noqa: F401
         from django.conf import settings
 
+        from runner.events import progress  # noqa: F401
         from runner.spec import templating
 
         templating.configure(

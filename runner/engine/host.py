@@ -18,8 +18,8 @@ import threading
 import time
 
 from django.conf import settings
-from redis.exceptions import RedisError
 from django.db import close_old_connections, connections
+from redis.exceptions import RedisError
 
 from runner.models import Run
 

@@ -278,6 +278,20 @@ def run_scenario(stack, topics, latency, concurrency):
     }
 
 
+def _configure_fake(stack, config):
+    import json as _json
+    import urllib.request
+
+    base = f"http://127.0.0.1:{stack.fake_port}/_admin"
+    urllib.request.urlopen(urllib.request.Request(f"{base}/reset", data=b"")).read()  # stats
+    req = urllib.request.Request(
+        f"{base}/config",
+        data=_json.dumps(config).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(req).read()
+
+
 def report(r):
     ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
     print(
@@ -303,6 +317,9 @@ def report(r):
 STANDARD = [
     ["--topics", "200", "--latency", "0.2", "--concurrency", "200", "--max-ratio", "2.0"],
     ["--topics", "200", "--latency", "0", "--concurrency", "200", "--min-calls-per-s", "600"],
+    # 10 % of the calls answer 500 or 429 at random: at most 1.5x the time with none
+    ["--topics", "50", "--latency", "0.1", "--concurrency", "8", "--fail-rate", "0.1"],
+    ["--topics", "200", "--latency", "0.1", "--concurrency", "50", "--fail-rate", "0.1"],
 ]
 
 
@@ -316,6 +333,13 @@ def main(argv=None):
     parser.add_argument("--max-ratio", type=float)
     parser.add_argument("--min-calls-per-s", type=float)
     parser.add_argument("--max-memory-mb", type=float, default=300)
+    parser.add_argument(
+        "--fail-rate",
+        type=float,
+        help="run twice: without failures, then with this share of calls failing at random "
+        "(500 or 429), and compare",
+    )
+    parser.add_argument("--max-slowdown", type=float, default=1.5)
     args = parser.parse_args(argv)
     if args.topics is None:
         # Django is set up once per process: each standard scenario runs in its own.
@@ -328,6 +352,12 @@ def main(argv=None):
         try:
             stack.start()
             r = run_scenario(stack, args.topics, args.latency, args.concurrency)
+            if args.fail_rate:
+                clean = r
+                report(clean)
+                _configure_fake(stack, {"latency": args.latency, "fail_rate": args.fail_rate})
+                r = run_scenario(stack, args.topics, args.latency, args.concurrency)
+                r["slowdown"] = r["wall"] / clean["wall"]
         finally:
             stack.stop()
             r["worker_log"] = (Path(tmp) / "worker.log").read_text(errors="replace")[-3000:]
@@ -347,6 +377,14 @@ def main(argv=None):
         misses.append(
             f"worker peak {r['peak_mb']:.0f} MB is above the target {args.max_memory_mb:.0f} MB"
         )
+    if "slowdown" in r:
+        print(
+            f"  with {args.fail_rate:.0%} of calls failing at random (500/429): "
+            f"{r['slowdown']:.2f}x the time with none",
+            flush=True,
+        )
+        if r["slowdown"] > args.max_slowdown:
+            misses.append(f"slowdown {r['slowdown']:.2f}x is above the target {args.max_slowdown}x")
     for m in misses:
         print("  MISSED:", m, flush=True)
     if not misses:

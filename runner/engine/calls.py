@@ -275,7 +275,8 @@ class CallRunner:
         waiting = [False]
 
         def track(info):
-            attempts.append(info)
+            # numbered 1..n across retries, parse re-asks and fallback models alike
+            attempts.append({**info, "n": len(attempts) + 1})
             if waiting[0]:
                 self.retrying -= 1
             ok = info["ok"]

@@ -13,9 +13,10 @@ its calls through a local `RateGate`; what the bucket holds is shared fairly amo
 the drivers asking. The bucket holds at most a fraction of a second's worth
 (`RUNNER_RATE_BURST_SECONDS`), so no window sees a burst.
 
-On a 429 the rate is halved (at most once a second) and grows back by a fixed
-share of the limit per second (AIMD), and a Retry-After stops grants to every
-driver until it has passed. A key with no limits set is not gated at all; but
+On 429s that are a good share of the last second's calls (an isolated 429 is noise)
+the rate is halved (at most once a second) and grows back by a fixed share of the
+limit per second (AIMD), and a Retry-After stops grants to every driver until it has
+passed and counts as sustained. A key with no limits set is not gated at all; but
 once it answers 429 its rate is learnt (half of what it was taking) and gated the
 same way, until it has gone `RUNNER_RATE_FORGET_SECONDS` at full speed without one.
 """
@@ -74,7 +75,7 @@ _RATE = """
 -- seconds, lowest factor, holder ('' for none).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local h = redis.call('HMGET', KEYS[1], 'r', 't', 'ts', 'f', 'cut', 'until', 'lr', 'n', 'w0', 'seen')
+local h = redis.call('HMGET', KEYS[1], 'r', 't', 'ts', 'f', 'cut', 'until', 'lr', 'n', 'w0', 'seen', 'e')
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local want_r, want_t = tonumber(ARGV[3]), tonumber(ARGV[4])
 local n429, retry_after, started = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -87,13 +88,19 @@ local lr = tonumber(h[7]) or 0
 local n = (tonumber(h[8]) or 0) + started
 local w0 = tonumber(h[9]) or now
 local seen = tonumber(h[10]) or 0
+local e = (tonumber(h[11]) or 0) + n429
 local dt = math.max(0, now - ts)
 if now - w0 >= 1 then
   seen = 0.5 * seen + 0.5 * n / (now - w0)
   n = 0
+  e = n429
   w0 = now
 end
-if n429 > 0 then
+-- An isolated 429 is noise: only an explicit Retry-After, or 429s that are a good share
+-- of the calls of the last second, mean the key is over its limit.
+local calls = math.max(n, seen * math.max(now - w0, 0.25), 1)
+local sustained = retry_after > 0 or (e >= 3 and e >= 0.25 * calls)
+if n429 > 0 and sustained then
   if retry_after > 0 then untl = math.max(untl, now + retry_after) end
   if now - cut >= 1 then
     if rpm == 0 and tpm == 0 and lr == 0 then
@@ -167,7 +174,7 @@ if now >= untl then
   end
 end
 redis.call('HSET', KEYS[1], 'r', r, 't', tk, 'ts', now, 'f', f, 'cut', cut, 'until', untl,
-  'lr', lr, 'n', n, 'w0', w0, 'seen', seen)
+  'lr', lr, 'n', n, 'w0', w0, 'seen', seen, 'e', e)
 redis.call('EXPIRE', KEYS[1], 3600)
 return {tostring(gr), tostring(gt), tostring(rrate), tostring(trate), tostring(math.max(0, untl - now)), tostring(f)}
 """

@@ -53,6 +53,8 @@ Behaviour settings (constructor keywords, --config JSON, or POST /_admin/config)
   fail_models            {model: status}: requests for that model always fail so
   realistic              replies and token usage of a real chat model's size (above)
   huge_reply_for         {substring: n}: matching prompts get a reply of n characters
+  fail_rate              this share of all requests fail at random (no Retry-After),
+  fail_rate_statuses     with a status picked from this list (default [500, 429])
 
 Stats also give `max_rps`: the most requests that arrived within any one second
 (a sliding window), so a test can check the rate a client kept to.
@@ -112,6 +114,8 @@ DEFAULTS = {
     "block_for": [],  # Gemini fake: prompts answered with a SAFETY block
     "realistic": False,
     "huge_reply_for": {},  # {substring: characters}: matching prompts get a reply that long
+    "fail_rate": 0.0,  # this share of requests, at random, fail with one of fail_rate_statuses
+    "fail_rate_statuses": [500, 429],
 }
 
 HANG_SECONDS = 3600.0
@@ -525,6 +529,9 @@ def make_app(state: FakeState) -> web.Application:
                     cfg["error_message"] or _default_message(fail_status),
                     retry_after=cfg["retry_after"],
                 )
+        if cfg["fail_rate"] and random.random() < float(cfg["fail_rate"]):
+            fail_status = int(random.choice(cfg["fail_rate_statuses"] or [500]))
+            return error(fail_status, cfg["error_message"] or _default_message(fail_status))
         if _matches(prompt, _listify(cfg["malformed_for"])):
             return web.Response(
                 text="<html><body>502 upstream hiccup</body></html>",

@@ -34,6 +34,9 @@ def test_scatter_step_answering_prose_is_asked_again_then_fails_alone(owner, wor
     assert failed.context == {"topic": "Volcanoes"}
     assert failed.error == "reply was not a JSON list"
     assert failed.raw_output.startswith("I would rather not format")  # the raw reply is kept
+    # the inspector numbers every attempt in order: three calls, each reply not parsing
+    assert [a["n"] for a in failed.attempt_log] == [1, 2, 3, 4, 5, 6]
+    assert [bool(a.get("parse")) for a in failed.attempt_log] == [False, True] * 3
     # asked once, then at most 2 more times
     prompt = failed.messages[-1]["content"]
     assert fake_llm.stats()["per_prompt"][prompt] == 3

@@ -122,6 +122,13 @@ class Driver:
         return next(ep for ep in self.endpoints if ep.pool == pool)
 
     @property
+    def busy(self):
+        """Tasks in flight that hold or wait for a slot: one waiting out a backoff after a
+        500 or 429 does not, so others are claimed meanwhile (at most one slot's worth
+        each, so a provider that is down does not make the driver claim everything)."""
+        return len(self.inflight) - min(self.calls.retrying, self.capacity)
+
+    @property
     def capacity(self):
         return max(min(sum(self.grants.values()), self.process_cap), 0)
 
@@ -244,12 +251,10 @@ class Driver:
                 self.last["rate"] = now
                 self._rates(now)
             claimed = 0
-            free = self.capacity - len(self.inflight)
+            free = self.capacity - self.busy
             if free <= 0:
                 self.full_at = now  # every slot is busy: it could use more
-            if free > 0 and (
-                free >= max(1, self.capacity // 10) or len(self.inflight) < self.capacity // 2
-            ):
+            if free > 0 and (free >= max(1, self.capacity // 10) or self.busy < self.capacity // 2):
                 n = self._budget_room(min(free, settings.RUNNER_CLAIM_BATCH))
                 claimed = self._claim(n) if n else 0
             self._collect(block=bool(self.inflight) and not claimed)
@@ -420,7 +425,7 @@ class Driver:
                 self.paid[0] += res.cost
                 self.paid[1] += 1
         if results:
-            free = self._budget_room(max(0, self.capacity - len(self.inflight)))
+            free = self._budget_room(max(0, self.capacity - self.busy))
             t0 = time.perf_counter()
             claimed = finish(self.run, self.spec, results, claim=self._next_claim(), claim_max=free)
             if len(claimed) >= free:

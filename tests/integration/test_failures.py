@@ -1,5 +1,9 @@
 """What goes wrong: prose instead of JSON, provider errors, a worker killed mid-run, cancel and resume."""
 
+import os
+import signal
+import time
+
 import pytest
 from django.db import transaction
 
@@ -140,3 +144,29 @@ def test_a_run_whose_provider_was_deleted_fails_and_says_why(owner, worker, fake
     assert run.status == Run.FAILED
     assert "the provider chosen for this step no longer exists" in run.error
     assert fake_llm.stats()["total"] == 0
+
+
+def test_a_worker_told_to_stop_saves_its_calls_and_exits_within_ten_seconds(
+    owner, worker_factory, fake_llm
+):
+    fake_llm.configure(latency=0.5)
+    provider = provider_for(owner, fake_llm, concurrency=8)
+    first = worker_factory()
+    run = engine.launch_run(
+        owner,
+        library.get("qa-from-topics").spec,
+        [{"topic": f"Stopping topic {i}"} for i in range(10)],
+        providers={"*": provider.pk},
+    )
+    wait_for(run, until=lambda r: Task.objects.filter(run=r, status="done").count() >= 12)
+    assert Task.objects.filter(run=run, status="running").exists()  # calls in flight
+    stopped_at = time.monotonic()
+    os.killpg(first.proc.pid, signal.SIGTERM)  # as systemd or docker stop would
+    first.proc.wait(30)
+    assert time.monotonic() - stopped_at < 10
+    # what was in flight was saved or put back: nothing is left claimed by the old worker
+    assert not Task.objects.filter(run=run, status="running").exists()
+    worker_factory()
+    wait_for(run, timeout=90)
+    assert run.status == Run.COMPLETED
+    assert set(fake_llm.stats()["per_prompt"].values()) == {1}  # no call was made twice

@@ -451,7 +451,7 @@ class Driver:
         now = timezone.now()
         n = Task.objects.filter(
             run_id=self.run_id, status=Task.RUNNING, lease_until__lt=now
-        ).release()
+        ).release(lost=True)
         claims = set(
             Task.objects.filter(run_id=self.run_id, status=Task.RUNNING)
             .values_list("claim", flat=True)
@@ -461,7 +461,7 @@ class Driver:
         if dead:
             n += Task.objects.filter(
                 run_id=self.run_id, status=Task.RUNNING, claim__in=dead
-            ).release()
+            ).release(lost=True)
         if n:
             log.info("driver %s put %d abandoned tasks of run %s back", self.id, n, self.run_id)
 
@@ -492,7 +492,7 @@ class Driver:
         for fut in self.inflight.values():
             fut.cancel()
         if self.inflight:
-            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).release()
+            Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).release(lost=True)
         self.inflight.clear()
 
     def _settle(self):

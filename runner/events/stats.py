@@ -206,6 +206,7 @@ def run_summary(run, wall_s=None):
         from_cache=Count("id", filter=Q(cached=True)),
         made=Sum("attempts", filter=Q(cached=False)),
         again=Sum(F("attempts") - 1, filter=Q(cached=False, attempts__gt=1)),
+        lost=Sum("lost"),
         t_in=Sum("tokens_in"),
         t_out=Sum("tokens_out"),
     )
@@ -219,6 +220,7 @@ def run_summary(run, wall_s=None):
             "made": tasks["made"] or 0,
             "from_cache": tasks["from_cache"],
             "retried": tasks["again"] or 0,
+            "lost": tasks["lost"] or 0,  # under way when a worker stopped: tokens unknown
         },
         "tokens": {"in": tasks["t_in"] or 0, "out": tasks["t_out"] or 0},
         "cost": run.spent / 1_000_000,

@@ -219,8 +219,13 @@ class TaskQuerySet(models.QuerySet):
         """Extend the lease of these tasks while they are still running."""
         return self.filter(status=Task.RUNNING).update(lease_until=lease_until)
 
-    def release(self, **extra):
-        """Put these tasks back in the pending queue, free for any driver to claim."""
+    def release(self, lost=False, **extra):
+        """Put these tasks back in the pending queue, free for any driver to claim.
+
+        `lost`: their worker stopped (or died) with their calls under way; each counts as
+        a call that may have been made and paid for, its tokens unknown."""
+        if lost:
+            extra.update(attempts=models.F("attempts") + 1, lost=models.F("lost") + 1)
         return self.update(status=Task.PENDING, claim="", lease_until=None, **extra)
 
 
@@ -254,6 +259,8 @@ class Task(models.Model):
     error = models.TextField(blank=True, default="")
     model = models.CharField(max_length=200, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
+    # Calls under way when their worker stopped or died: counted in `attempts`, tokens unknown.
+    lost = models.PositiveIntegerField(default=0)
     attempt_log = models.JSONField(default=list, blank=True)
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)

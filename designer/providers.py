@@ -190,6 +190,18 @@ class ProviderForm(forms.Form):
     )
     rpm = _per_minute("Requests per minute", "requests")
     tpm = _per_minute("Tokens per minute", "tokens")
+    max_reply_mb = forms.IntegerField(
+        label="Largest reply (MB)",
+        required=False,
+        min_value=1,
+        max_value=1000,
+        help_text="A longer reply fails its call with the reason. Empty: 4 MB.",
+        error_messages={
+            "invalid": "Enter a whole number of megabytes from 1 to 1000, or leave it empty.",
+            "min_value": "Enter a whole number of megabytes from 1 to 1000, or leave it empty.",
+            "max_value": "Enter a whole number of megabytes from 1 to 1000, or leave it empty.",
+        },
+    )
     prices = forms.CharField(
         label="Prices (dollars per million tokens)",
         required=False,
@@ -219,6 +231,7 @@ class ProviderForm(forms.Form):
                 "concurrency": instance.concurrency,
                 "rpm": instance.rpm,
                 "tpm": instance.tpm,
+                "max_reply_mb": instance.max_reply_mb,
                 "prices": prices_text(instance.prices),
             }
         super().__init__(*args, **kwargs)

@@ -207,7 +207,9 @@ class CallRunner:
 
     def setup(self):
         for pool, ep in self.endpoints.items():
-            self.providers[pool] = build_provider(ep.kind, ep.base_url, ep.api_key, ep.model)
+            self.providers[pool] = build_provider(
+                ep.kind, ep.base_url, ep.api_key, ep.model, ep.max_reply_bytes
+            )
             self.capacity[pool] = Capacity()
             self.gates[pool] = RateGate(ep.rpm, ep.tpm)
             self.health[pool] = PoolHealth()

@@ -32,6 +32,7 @@ class Endpoint:
     prices: dict = field(default_factory=dict)  # {model: [input, output]} $ per 1M tokens
     fallbacks: tuple = ()  # models tried in order when `model` keeps failing
     limit: int = 0  # the pool's slots, shared fairly by every run using it (0: concurrency)
+    max_reply_bytes: int = 0  # a longer reply fails its call (0: RUNNER_MAX_REPLY_BYTES)
 
     @property
     def pool_limit(self):
@@ -82,6 +83,7 @@ def endpoint_of(provider, step, model, concurrency=None):
         prices=provider.prices or {},
         fallbacks=_fallbacks(step, model),
         limit=provider.concurrency,
+        max_reply_bytes=(provider.max_reply_mb or 0) * 1024 * 1024,
     )
 
 

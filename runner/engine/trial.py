@@ -118,7 +118,13 @@ def _call(data):
     attempts = []
 
     async def call():
-        llm = build_provider(provider.kind, provider.base_url, provider.api_key, model)
+        llm = build_provider(
+            provider.kind,
+            provider.base_url,
+            provider.api_key,
+            model,
+            (provider.max_reply_mb or 0) * 1024 * 1024,
+        )
         return await complete_with_retries(
             llm,
             request,

@@ -45,6 +45,8 @@ class Provider(models.Model):
     concurrency = models.PositiveIntegerField(default=64)
     rpm = models.PositiveIntegerField(null=True, blank=True)  # requests per minute
     tpm = models.PositiveIntegerField(null=True, blank=True)  # tokens per minute
+    # A reply larger than this many megabytes fails its call (empty: RUNNER_MAX_REPLY_BYTES).
+    max_reply_mb = models.PositiveIntegerField(null=True, blank=True)
     prices = models.JSONField(default=dict, blank=True)  # {model: [input, output]} $/1M tokens
     created = models.DateTimeField(auto_now_add=True)
 

@@ -18,7 +18,7 @@ from .retry import complete_with_retries
 PROVIDER_KINDS = {"openai": OpenAICompatible, "anthropic": Anthropic, "gemini": Gemini}
 
 
-def build_provider(kind, base_url, api_key, default_model=""):
+def build_provider(kind, base_url, api_key, default_model="", max_reply_bytes=None):
     """The provider for a configured endpoint; `kind` is "openai", "anthropic" or "gemini"."""
     try:
         cls = PROVIDER_KINDS[kind]
@@ -34,7 +34,7 @@ def build_provider(kind, base_url, api_key, default_model=""):
         api_key or "",
         client=client,
         default_model=default_model or "",
-        max_reply_bytes=settings.RUNNER_MAX_REPLY_BYTES,
+        max_reply_bytes=max_reply_bytes or settings.RUNNER_MAX_REPLY_BYTES,
     )
 
 

@@ -271,3 +271,15 @@ def test_a_bad_price_line_leaves_the_saved_prices_alone(logged_in, owner):
     assert "line 1: a price cannot be negative" in response.content.decode()
     provider.refresh_from_db()
     assert provider.name == "local" and provider.prices == {"small": [0.1, 0.2]}
+
+
+def test_a_provider_keeps_its_own_reply_limit_and_a_bad_one_is_explained(logged_in, owner):
+    logged_in.post("/providers/new/", form(max_reply_mb="2"), follow=True)
+    provider = Provider.objects.get(owner=owner)
+    assert provider.max_reply_mb == 2
+    page = logged_in.get(f"/providers/{provider.code}/").content.decode()
+    assert 'name="max_reply_mb" value="2"' in page
+    response = logged_in.post(f"/providers/{provider.code}/", form(max_reply_mb="0"))
+    assert "Enter a whole number of megabytes from 1 to 1000" in response.content.decode()
+    provider.refresh_from_db()
+    assert provider.max_reply_mb == 2  # nothing saved

@@ -75,3 +75,14 @@ def test_a_reply_over_the_size_limit_fails_its_task_with_the_reason(owner, worke
     assert len(failed.raw_output) < 10_000  # nothing of the 5 MB was stored
     assert fake_llm.stats()["per_prompt"][failed.messages[-1]["content"]] == 1  # not retried
     assert Record.objects.filter(run=run).count() == 5
+
+
+def test_a_provider_can_have_its_own_reply_limit(owner, worker, fake_llm):
+    fake_llm.configure(huge_reply_for={"Volcanoes": 1_500_000})  # under the 4 MB default
+    provider = provider_for(owner, fake_llm)
+    provider.max_reply_mb = 1
+    provider.save()
+    run = engine.launch_run(owner, QA, [{"topic": "Volcanoes"}], providers={"*": provider.pk})
+    wait_for(run, timeout=60)
+    assert run.status == Run.FAILED
+    assert "reply is over 1 MB (the limit)" in Task.objects.get(run=run).error

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ..conftest import ROOT, Worker, worker_env
+from ..conftest import ROOT, Worker, free_port, worker_env
 
 # Playwright's sync API keeps an event loop in the test thread; the ORM calls the
 # tests make between page actions are still plain synchronous calls.
@@ -41,12 +41,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def fake_llm_server():
     from tests.fakes.openai_server import FakeOpenAI
@@ -65,7 +59,7 @@ def fake_llm(fake_llm_server):
 def live_stack(django_db_setup, django_db_blocker, redis_server, tmp_path_factory):
     """daphne + a Celery worker on the test database; yields the base URL."""
     redis_server.flushall()
-    port = _free_port()
+    port = free_port()
     logs = tmp_path_factory.mktemp("stack")
     env = worker_env(ALLOWED_HOSTS="127.0.0.1,localhost")
     daphne_log = open(logs / "daphne.log", "wb")

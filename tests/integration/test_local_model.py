@@ -20,6 +20,7 @@ from runner.providers import CompletionRequest, OpenAICompatible, close_clients
 from runner.spec import library
 from runner.spec.builder import PipelineBuilder, Step
 
+from ..conftest import free_port
 from .helpers import wait_for
 
 pytestmark = [
@@ -30,17 +31,9 @@ pytestmark = [
 ]
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def local_url():
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "runner.localmodel", "--port", str(port)],
         stdout=subprocess.PIPE,

@@ -2,27 +2,15 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, _port_open, free_port
 
 pytestmark = [pytest.mark.integration]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port):
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _wait(condition, timeout, what):
@@ -33,7 +21,7 @@ def _wait(condition, timeout, what):
 
 
 def test_a_killed_make_run_stops_the_redis_web_and_worker_it_started(tmp_path):
-    redis_port, web_port = _free_port(), _free_port()
+    redis_port, web_port = free_port(), free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -54,7 +42,7 @@ def test_a_killed_make_run_stops_the_redis_web_and_worker_it_started(tmp_path):
     )
     try:
         _wait(
-            lambda: _listening(redis_port) and _listening(web_port),
+            lambda: _port_open(redis_port) and _port_open(web_port),
             90,
             "make run did not start:\n" + (tmp_path / "run.log").read_text(errors="replace"),
         )
@@ -67,8 +55,8 @@ def test_a_killed_make_run_stops_the_redis_web_and_worker_it_started(tmp_path):
         assert worker, "the worker runs under a guard of this make run"
         os.kill(proc.pid, signal.SIGKILL)  # no chance to stop anything itself
         proc.wait(10)
-        _wait(lambda: not _listening(redis_port), 20, "Redis outlived make run")
-        _wait(lambda: not _listening(web_port), 20, "the web server outlived make run")
+        _wait(lambda: not _port_open(redis_port), 20, "Redis outlived make run")
+        _wait(lambda: not _port_open(web_port), 20, "the web server outlived make run")
         _wait(
             lambda: all(not os.path.exists(f"/proc/{pid}") for pid in worker),
             30,

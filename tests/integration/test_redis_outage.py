@@ -4,7 +4,6 @@ The worker here has a Redis server of its own, stopped and started again by the 
 (the rest of the suite keeps the session's). The worker's host finds the run in the
 database, so it needs no message to start it."""
 
-import socket
 import subprocess
 import time
 
@@ -14,26 +13,15 @@ from runner import engine
 from runner.models import Record, Run, Task
 from runner.spec import library
 
-from ..conftest import _redis_binary
+from ..conftest import _port_open, _redis_binary, free_port
 from .helpers import provider_for, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port):
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 class OwnRedis:
     def __init__(self, tmp_path):
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = tmp_path
         self.proc = None
 
@@ -45,7 +33,7 @@ class OwnRedis:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while not _listening(self.port):
+        while not _port_open(self.port):
             assert time.monotonic() < deadline, "Redis did not start"
             time.sleep(0.02)
 

@@ -22,7 +22,7 @@ from runner import engine
 from runner.models import Run
 from runner.spec import library
 
-from ..conftest import ROOT, worker_env
+from ..conftest import ROOT, free_port, worker_env
 from .helpers import provider_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -99,15 +99,9 @@ async def test_owner_gets_state_then_live_progress(owner, redis_client, worker, 
     await comm.disconnect()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def daphne_server(redis_client):
-    port = _free_port()
+    port = free_port()
     env = worker_env()
     proc = subprocess.Popen(
         [

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from runner.models import Record, Run, Task
@@ -309,12 +309,11 @@ def settle(run, spec):
 def _end(run):
     """Nothing is left to do: `completed` when every task succeeded, `failed` when no record
     could be made, else `completed_with_failures`; the reason says how many and why."""
-    failed = Task.objects.filter(run_id=run.pk, status=Task.FAILED)
-    n_failed = failed.count()
+    n_failed = Task.objects.filter(run_id=run.pk, status=Task.FAILED).count()
     if not n_failed:
         return run.complete()
     total = Task.objects.filter(run_id=run.pk).count()
-    top = failed.values("error").annotate(n=Count("id")).order_by("-n").first()
+    top = Task.objects.filter(run_id=run.pk).failure_reasons().first()
     why = (top["error"] or "no reason given")[:300]
     tasks = "task" if total == 1 else "tasks"
     earlier = run.error.strip()

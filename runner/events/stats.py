@@ -186,12 +186,7 @@ def _project(steps, spec_steps, run):
 
 def failure_summary(run, limit=None):
     """Failed tasks counted by reason, most common first."""
-    rows = (
-        Task.objects.filter(run_id=run.pk, status=Task.FAILED)
-        .values("error")
-        .annotate(n=Count("id"))
-        .order_by("-n", "error")
-    )
+    rows = Task.objects.filter(run_id=run.pk).failure_reasons()
     if limit:
         rows = rows[:limit]
     return [(r["n"], r["error"]) for r in rows]

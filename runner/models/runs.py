@@ -221,6 +221,15 @@ class TaskQuerySet(models.QuerySet):
         """Extend the lease of these tasks while they are still running."""
         return self.filter(status=Task.RUNNING).update(lease_until=lease_until)
 
+    def failure_reasons(self):
+        """Failed tasks counted by reason, most common first: rows of {"error", "n"}."""
+        return (
+            self.filter(status=Task.FAILED)
+            .values("error")
+            .annotate(n=models.Count("id"))
+            .order_by("-n", "error")
+        )
+
     def release(self, lost=False, **extra):
         """Put these tasks back in the pending queue, free for any driver to claim.
 

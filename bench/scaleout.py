@@ -24,8 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import free_port  # noqa: E402
-from scripts.services import find_redis_server  # noqa: E402
+from bench import run as bench_run  # noqa: E402
 
 HOST_ADDR = "10.231.0.1"  # the host's test address, reached from every namespace
 
@@ -69,9 +68,12 @@ class Namespaces:
         )
 
 
-class Stack:
+class Stack(bench_run.Stack):
+    """bench.run's services on the host's test address, with a private PostgreSQL (or
+    SQLite), and workers started in the namespaces."""
+
     def __init__(self, tmp, latency, database):
-        self.tmp = Path(tmp)
+        database_url = None
         if database == "postgres":
             from tests import pg
 
@@ -80,51 +82,8 @@ class Stack:
 
             with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
                 conn.execute("CREATE DATABASE pipeline")
-            self.database_url = url.replace("127.0.0.1", HOST_ADDR)
-        else:
-            self.database_url = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
-        self.redis_port = free_port()
-        self.fake_port = free_port()
-        self.latency = latency
-        self.procs = []
-        self.env = dict(
-            os.environ,
-            DJANGO_SETTINGS_MODULE="config.settings",
-            DATABASE_URL=self.database_url,
-            REDIS_URL=f"redis://{HOST_ADDR}:{self.redis_port}/0",
-            CELERY_RESULT_BACKEND="disabled",
-            SECRET_KEY="bench-secret-key-not-for-production-use-0123456789",
-            PYTHONUNBUFFERED="1",
-            LOG_LEVEL="WARNING",
-            RUNNER_LOG_LEVEL=os.getenv("RUNNER_LOG_LEVEL", "WARNING"),
-        )
-
-    def start(self):
-        redis = find_redis_server()
-        self.procs.append(
-            subprocess.Popen(
-                [redis, "--port", str(self.redis_port), "--bind", HOST_ADDR, "--save", ""]
-                + ["--appendonly", "no", "--dir", str(self.tmp), "--protected-mode", "no"],
-                stdout=subprocess.DEVNULL,
-            )
-        )
-        self.procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.fakes.openai_server", "--host", HOST_ADDR]
-                + ["--port", str(self.fake_port), "--latency", str(self.latency)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-            )
-        )
-        _wait(HOST_ADDR, self.redis_port)
-        _wait(HOST_ADDR, self.fake_port)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True
-        )
-        os.environ.update(self.env)
-        import django
-
-        django.setup()
+            database_url = url.replace("127.0.0.1", HOST_ADDR)
+        super().__init__(tmp, latency, host=HOST_ADDR, database_url=database_url)
 
     def workers(self, namespaces, inflight):
         started = []
@@ -148,15 +107,6 @@ class Stack:
                 time.sleep(0.1)
         return [p for p, _ in started]
 
-    def stop(self):
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
 
 def _cpu(procs):
     """CPU seconds (user + system) the processes have used so far."""
@@ -165,18 +115,6 @@ def _cpu(procs):
         fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def _wait(host, port, timeout=20):
-    import socket
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port}")
 
 
 def one_run(stack, topics, label):
@@ -245,7 +183,7 @@ def main(argv=None):
     with Namespaces(max(args.workers)) as nss, tempfile.TemporaryDirectory(prefix="scale-") as tmp:
         stack = Stack(tmp, args.latency, args.database)
         try:
-            stack.start()
+            stack.start_services()
             for n in args.workers:
                 procs = stack.workers(nss.names[:n], args.inflight)
                 try:
@@ -277,11 +215,7 @@ def main(argv=None):
         speedup = results[1]["wall"] / results[top]["wall"]
         if speedup < args.min_speedup:
             misses.append(f"speed-up {speedup:.2f}x at {top} workers is below {args.min_speedup}x")
-    for m in misses:
-        print("  MISSED:", m, flush=True)
-    if not misses:
-        print("  targets met", flush=True)
-    return 1 if misses else 0
+    return bench_run.report_misses(misses)
 
 
 if __name__ == "__main__":

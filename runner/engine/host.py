@@ -10,7 +10,7 @@ fairly among all of them in Redis (`limits`).
 
 Inside the process the host splits `RUNNER_MAX_INFLIGHT` among its drivers, max-min
 fairly by what each could use now (`Driver.demand`). A run whose driver keeps failing
-before it can start is failed with the reason after `RUNNER_DRIVER_TRIES` tries.
+is failed with the reason after `DRIVER_TRIES` crashes in a row.
 """
 
 import logging
@@ -34,8 +34,7 @@ DRIVER_TRIES = 3  # a run whose driver crashes this many times in a row is faile
 
 class Host:
     def __init__(self):
-        self.drivers = {}  # run id -> Driver
-        self.threads = {}  # run id -> its thread
+        self.threads = {}  # run id -> the thread driving it (its driver: `thread.driver`)
         self.crashes = {}  # run id -> crashes in a row
         self.wakeup = threading.Event()
         self.lock = threading.Lock()
@@ -73,7 +72,6 @@ class Host:
         for run_id, thread in list(self.threads.items()):
             if not thread.is_alive():
                 del self.threads[run_id]
-                self.drivers.pop(run_id, None)
         open_runs = Run.objects.filter(status__in=[Run.QUEUED, Run.RUNNING]).values_list(
             "pk", flat=True
         )
@@ -83,7 +81,7 @@ class Host:
         self.share()
 
     def share(self):
-        drivers = list(self.drivers.values())
+        drivers = [t.driver for t in self.threads.values()]
         if not drivers:
             return
         caps = water_fill(settings.RUNNER_MAX_INFLIGHT, {d: d.demand for d in drivers})
@@ -91,13 +89,11 @@ class Host:
             d.process_cap = max(1, caps[d])
 
     def _start(self, run_id):
-        driver = Driver(run_id)
-        share = settings.RUNNER_MAX_INFLIGHT // (len(self.drivers) + 1)
-        driver.process_cap = max(1, share)
+        driver = Driver(run_id)  # its share of the process: `share()`, right after
         thread = threading.Thread(
             target=self._drive, args=(driver,), name=f"runner-driver-{run_id}", daemon=True
         )
-        self.drivers[run_id] = driver
+        thread.driver = driver
         self.threads[run_id] = thread
         thread.start()
 

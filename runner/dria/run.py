@@ -81,7 +81,7 @@ def execute(
         )
     if not return_output:
         return str(run.code)
-    return [r.data for r in Record.objects.filter(run=run).order_by("seq", "pk")]
+    return [r.data for r in Record.objects.filter(run=run).kept().order_by("seq", "pk")]
 
 
 def _wait(run, timeout, start_timeout, poll):

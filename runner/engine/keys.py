@@ -63,6 +63,12 @@ def call(run_code, digest):
     return key("call", _hex(run_code), digest)
 
 
+def dedup(run_code, step):
+    """The duplicate index of one step of a run: exact hashes, signatures, LSH bands."""
+    base = key("dedup", _hex(run_code), step)
+    return [f"{base}:x", f"{base}:s", f"{base}:b"]
+
+
 def trial(trial_id):
     return key("trial", trial_id)
 

@@ -27,6 +27,7 @@ from runner.models import Record, Run, Task
 from runner.spec import WAITING_CALLBACKS
 from runner.spec.callbacks import CallbackError, Output, children_of, gather
 
+from .dedup import screen
 from .ports import announce
 
 log = logging.getLogger("runner.engine")
@@ -70,6 +71,12 @@ _TASKS = _Insert(
 _RECORDS = _Insert(
     Record, ["run_id", "task_id", "key", "seq", "data", "review", "created"], json=["data"]
 )
+_ASIDE = _Insert(
+    Record,
+    ["run_id", "task_id", "key", "seq", "data", "review", "created", "flag", "flag_reason",
+     "duplicate_of", "step"],
+    json=["data"],
+)  # fmt: skip
 _FINISH = (
     f"UPDATE {Task._meta.db_table} SET status=%s, messages=%s, raw_output=%s, parsed=%s, "
     "error=%s, model=%s, attempts=attempts+%s, attempt_log=%s, tokens_in=%s, tokens_out=%s, "
@@ -91,7 +98,7 @@ def finish(run, spec, results, claim=None, claim_max=0):
             "id", "key", "seq", "context", "variant", "step"
         )
     }
-    children, records = [], []
+    made_by_step: dict[int, list] = {}
     for res in results:
         row = meta.get(res.task_id)
         if not res.ok or row is None:
@@ -113,10 +120,15 @@ def finish(run, spec, results, claim=None, claim_max=0):
         except CallbackError as exc:
             res.ok, res.error = False, str(exc)
             continue
-        if row["step"] == last:
+        made_by_step.setdefault(row["step"], []).extend(made)
+    children, records, aside = [], [], []
+    for index, made in made_by_step.items():
+        made, set_aside = screen(run, index, spec.steps[index], made)
+        aside.extend((index, a) for a in set_aside)
+        if index == last:
             records.extend(made)
         else:
-            children.extend((row["step"] + 1, c) for c in made)
+            children.extend((index + 1, c) for c in made)
     now = timezone.now()
     finished_at = connection.ops.adapt_datetimefield_value(now)
     json_value = connection.ops.adapt_json_value
@@ -172,6 +184,8 @@ def finish(run, spec, results, claim=None, claim_max=0):
                 )
             if records:
                 insert_records(cur, run.pk, records, now)
+            if aside:
+                insert_aside(cur, run.pk, aside, now)
     if not direct_n:
         return []
     return Task.objects.claimed(run.pk, claim)
@@ -238,6 +252,19 @@ def insert_records(cur, run_id, children, now):
     )
 
 
+def insert_aside(cur, run_id, aside, now):
+    """Records of what a step's filters or duplicate check set aside: [(step, dedup.Aside)]."""
+    created = connection.ops.adapt_datetimefield_value(now)
+    _ASIDE.run(
+        cur,
+        [
+            (run_id, a.child.parent_id, a.child.key, a.child.seq, a.child.context,
+             Record.UNREVIEWED, created, a.flag, a.reason[:2000], a.duplicate_of, step)
+            for step, a in aside
+        ],
+    )  # fmt: skip
+
+
 def settle(run, spec):
     """Make the children of waiting callbacks whose step is complete; finish a run with nothing left.
 
@@ -279,15 +306,19 @@ def settle(run, spec):
                 f"step {i + 1} ('{step.name}'): the {step.callback.type} callback failed: {exc}",
             )
             log.warning("waiting callback failed in run %s: %s", run.pk, error)
+        if i == last:  # the records of an N -> 1 step point at the last task they gather
+            task_id = outputs[-1].task_id if outputs else None
+            made = [replace(c, parent_id=task_id) for c in made]
+        made, set_aside = screen(run, i, step, made)
         now = timezone.now()
         with transaction.atomic():
             with connection.cursor() as cur:
                 if i == last:
-                    # the records of an N -> 1 step point at the last task they gather
-                    task_id = outputs[-1].task_id if outputs else None
-                    insert_records(cur, run.pk, [replace(c, parent_id=task_id) for c in made], now)
+                    insert_records(cur, run.pk, made, now)
                 else:
                     insert_tasks(cur, run.pk, [(i + 1, c, "", None) for c in made], now)
+                if set_aside:
+                    insert_aside(cur, run.pk, [(i, a) for a in set_aside], now)
             run_row = Run.objects.select_for_update().get(pk=run.pk)
             if i not in run_row.aggregated:
                 run_row.aggregated = sorted(set(run_row.aggregated) | {i})
@@ -317,7 +348,7 @@ def _end(run):
     why = (top["error"] or "no reason given")[:300]
     tasks = "task" if total == 1 else "tasks"
     earlier = run.error.strip()
-    if not Record.objects.filter(run_id=run.pk).exists():
+    if not Record.objects.filter(run_id=run.pk, flag="").exists():
         reason = (
             f"No record could be made: {n_failed} of {total} {tasks} failed (most often: {why})."
         )

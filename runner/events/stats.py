@@ -94,9 +94,12 @@ def run_state(run, now=None):
     eta = round(remaining / speed) if active and remaining and speed > 0 else None
 
     records = Record.objects.filter(run_id=run.pk).aggregate(
-        total=Count("id"),
-        accepted=Count("id", filter=Q(review=Record.ACCEPTED)),
-        rejected=Count("id", filter=Q(review=Record.REJECTED)),
+        total=Count("id", filter=Q(flag="")),
+        accepted=Count("id", filter=Q(flag="", review=Record.ACCEPTED)),
+        rejected=Count("id", filter=Q(flag="", review=Record.REJECTED)),
+        filtered=Count("id", filter=Q(flag=Record.FILTERED)),
+        duplicates=Count("id", filter=Q(flag=Record.DUPLICATE)),
+        near_duplicates=Count("id", filter=Q(flag=Record.NEAR_DUPLICATE)),
     )
     failed = sum(s["counts"][Task.FAILED] for s in steps)
     failures = failure_summary(run, limit=FAILURE_REASONS) if failed else []
@@ -112,6 +115,11 @@ def run_state(run, now=None):
         "reviewed": records["accepted"] + records["rejected"],
         "accepted": records["accepted"],
         "rejected": records["rejected"],
+        "set_aside": {
+            "filtered": records["filtered"],
+            "duplicates": records["duplicates"],
+            "near_duplicates": records["near_duplicates"],
+        },
         "tokens_in": sum(s["tokens_in"] for s in steps),
         "tokens_out": sum(s["tokens_out"] for s in steps),
         "calls": sum(s["calls"] for s in steps),
@@ -209,7 +217,7 @@ def run_summary(run, wall_s=None):
         "run": str(run.code),
         "status": run.status,
         "error": run.error,
-        "records": Record.objects.filter(run_id=run.pk).count(),
+        "records": Record.objects.filter(run_id=run.pk).kept().count(),
         "tasks": {k: tasks[k] for k in ("done", "failed", "cancelled")},
         "calls": {
             "made": tasks["made"] or 0,
@@ -234,17 +242,22 @@ def retrying(run):
 
 def review_stats(run):
     """Counts of the run's records by review state, edits and ratings (one query each)."""
-    agg = Record.objects.filter(run_id=run.pk).aggregate(
-        total=Count("id"),
-        accepted=Count("id", filter=Q(review=Record.ACCEPTED)),
-        rejected=Count("id", filter=Q(review=Record.REJECTED)),
-        edited=Count("id", filter=Q(edited__isnull=False)),
-        rated=Count("id", filter=Q(rating__isnull=False)),
-        average=Avg("rating"),
+    agg = (
+        Record.objects.filter(run_id=run.pk)
+        .kept()
+        .aggregate(
+            total=Count("id"),
+            accepted=Count("id", filter=Q(review=Record.ACCEPTED)),
+            rejected=Count("id", filter=Q(review=Record.REJECTED)),
+            edited=Count("id", filter=Q(edited__isnull=False)),
+            rated=Count("id", filter=Q(rating__isnull=False)),
+            average=Avg("rating"),
+        )
     )
     agg["unreviewed"] = agg["total"] - agg["accepted"] - agg["rejected"]
     ratings = (
         Record.objects.filter(run_id=run.pk, rating__isnull=False)
+        .kept()
         .values("rating")
         .annotate(n=Count("id"))
         .order_by("rating")

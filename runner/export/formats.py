@@ -73,6 +73,7 @@ class Options:
     answer_field: str = ""
     system: str = ""
     choose: str = "rating"
+    set_aside: bool = False  # also export what filters and the duplicate check set aside
 
     def problems(self, keys=None):
         out = []
@@ -101,7 +102,7 @@ def record_keys(run):
     From the spec, not from a stored record: PostgreSQL's jsonb keeps no key order.
     Fields the spec cannot tell (a Python callback's) follow, sorted, from the first record."""
     keys = list(run.spec_obj.record_fields() or [])
-    first = Record.objects.filter(run_id=run.pk).order_by("seq").values("data").first()
+    first = Record.objects.filter(run_id=run.pk).kept().order_by("seq").values("data").first()
     if first:
         keys += sorted(k for k in first["data"] if k not in keys)
     return keys
@@ -123,9 +124,13 @@ def default_chat_fields(run):
     return (keys[0] if keys else ""), (outs[-1] if outs else "")
 
 
-def iter_records(run, accepted_only=False):
-    """The run's records in seq order, in batches: dicts with the current data."""
+def iter_records(run, accepted_only=False, set_aside=False):
+    """The run's records in seq order, in batches: dicts with the current data.
+
+    Records set aside (filtered out, duplicates) only when `set_aside`."""
     qs = Record.objects.filter(run_id=run.pk)
+    if not set_aside:
+        qs = qs.kept()
     if accepted_only:
         qs = qs.filter(review=Record.ACCEPTED)
     last = None
@@ -134,7 +139,9 @@ def iter_records(run, accepted_only=False):
         if last is not None:
             page = page.filter(Q(seq__gt=last[0]) | Q(seq=last[0], id__gt=last[1]))
         batch = list(
-            page.values("id", "key", "seq", "data", "edited", "review", "rating", "task_id")[:BATCH]
+            page.values(
+                "id", "key", "seq", "data", "edited", "review", "rating", "task_id", "flag"
+            )[:BATCH]
         )
         if not batch:
             return
@@ -223,7 +230,7 @@ class Export:
     def _plain(self):
         o = self.options
         order = record_keys(self.run) if o.fields is None else None
-        for r in iter_records(self.run, o.accepted_only):
+        for r in iter_records(self.run, o.accepted_only, o.set_aside):
             data = r["current"]
             row = (
                 in_order(data, order) if o.fields is None else {n: data.get(s) for s, n in o.fields}
@@ -234,7 +241,7 @@ class Export:
 
     def _chat(self):
         o = self.options
-        for r in iter_records(self.run, o.accepted_only):
+        for r in iter_records(self.run, o.accepted_only, o.set_aside):
             data = r["current"]
             prompt, answer = data.get(o.prompt_field), data.get(o.answer_field)
             if prompt is None or answer is None:
@@ -323,7 +330,7 @@ class Export:
         else:  # one pass over the records for their keys, one to write
             base = record_keys(self.run)
             extra = set()
-            for r in iter_records(self.run, o.accepted_only):
+            for r in iter_records(self.run, o.accepted_only, o.set_aside):
                 extra.update(k for k in r["current"] if k not in base)
             base += sorted(extra)
         if o.meta:

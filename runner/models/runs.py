@@ -297,10 +297,34 @@ class Task(models.Model):
         return f"task {self.pk} (step {self.step}, {self.status})"
 
 
+class RecordQuerySet(models.QuerySet):
+    def kept(self):
+        """The run's dataset: records not set aside (restored ones included)."""
+        return self.filter(flag="")
+
+    def set_aside(self):
+        """Records a filter or the duplicate check set aside."""
+        return self.exclude(flag="")
+
+
 class Record(models.Model):
-    """One row of a run's dataset, with its lineage back to the seed input."""
+    """One row of a run's dataset, with its lineage back to the seed input.
+
+    A record may be *set aside* (`flag`): a step's filter left it out, or it repeats an
+    earlier one (exactly, or nearly). It is kept with the reason, the step it stopped
+    at (`step`, None for a finished record) and, for a duplicate, the key of the item
+    it repeats; review can restore it, and exports leave it out unless asked."""
 
     UNREVIEWED, ACCEPTED, REJECTED = "unreviewed", "accepted", "rejected"
+    FILTERED, DUPLICATE, NEAR_DUPLICATE = "filtered", "duplicate", "near_duplicate"
+    FLAGS = [
+        ("", "kept"),
+        (FILTERED, "filtered out"),
+        (DUPLICATE, "duplicate"),
+        (NEAR_DUPLICATE, "near duplicate"),
+    ]
+
+    objects = RecordQuerySet.as_manager()
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="records")
     task = models.ForeignKey(Task, null=True, on_delete=models.SET_NULL, related_name="records")
@@ -310,6 +334,11 @@ class Record(models.Model):
     edited = models.JSONField(null=True, blank=True)
     review = models.CharField(max_length=12, default=UNREVIEWED)
     rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    flag = models.CharField(max_length=20, choices=FLAGS, blank=True, default="")
+    flag_reason = models.TextField(blank=True, default="")
+    duplicate_of = models.CharField(max_length=300, blank=True, default="")
+    step = models.PositiveIntegerField(null=True, blank=True)  # set aside after this step
+    restored = models.BooleanField(default=False)  # set aside, then put back by a reviewer
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -319,7 +348,18 @@ class Record(models.Model):
             models.Index(
                 fields=["run", "review"], name="record_run_review"
             ),  # review counters and filters
+            models.Index(fields=["run", "flag"], name="record_run_flag"),
         ]
+
+    @property
+    def set_aside(self):
+        return bool(self.flag)
+
+    def restore(self):
+        """Put a set-aside record back among the run's records (its reason is kept)."""
+        if self.flag:
+            self.flag, self.restored = "", True
+            self.save(update_fields=["flag", "restored"])
 
     @property
     def current(self):

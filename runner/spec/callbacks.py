@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from .parsing import ParseError, parse_output
+from .quality import VerdictError, verdict
 
 
 class CallbackError(ValueError):
@@ -75,7 +76,12 @@ def children_of(step, out: Output):
     cb = step.callback
     t = cb.type
     ctx = out.context
-    if t == "default" and step.returns_object:  # several return keys, each under its name
+    if t == "default" and step.judge is not None:  # the verdict's fields join the record
+        try:
+            items = [{**ctx, **verdict(step.judge, out.parsed, ctx)}]
+        except VerdictError as exc:
+            raise CallbackError(str(exc)) from None
+    elif t == "default" and step.returns_object:  # several return keys, each under its name
         items = [{**ctx, **(out.parsed if isinstance(out.parsed, dict) else {})}]
     elif t == "default":
         items = [{**ctx, step.output_key: out.parsed}]

@@ -41,6 +41,9 @@ LOC_FIELDS = {
     ("output_key",): "output_key",
     ("callback",): "callback",
     ("callback", "type"): "callback",
+    ("judge",): "judge",
+    ("keep",): "keep",
+    ("dedup",): "dedup",
 }
 
 
@@ -168,9 +171,12 @@ def spec_problems(spec):
                     "a schema only applies to the 'JSON object' output format",
                 )
             )
+        out.extend(_quality_problems(i, step, ctx))
         if step.workflow is not None:
             out.extend(_workflow_problems(i, step, ctx))
             continue
+        if step.judge is not None:
+            continue  # its prompt is made from the rubric, whose fields are checked above
         if not step.prompt:
             out.append(Problem.at(i, step.name, "prompt", "missing_prompt", "prompt is missing"))
         first_without_keys = i == 0 and not spec.input_keys
@@ -193,6 +199,75 @@ def _workflow_problems(i, step, ctx):
         )
     for field, code, detail in step.workflow.check(ctx):
         out.append(Problem.at(i, step.name, field, code, detail))
+    return out
+
+
+def _quality_problems(i, step, ctx):
+    """A judge's fields and callback; the fields that filters and duplicates look at."""
+    out = []
+    judge = step.judge
+    if judge is not None:
+        if step.workflow is not None:
+            out.append(
+                Problem.at(
+                    i,
+                    step.name,
+                    "judge",
+                    "judge_and_workflow",
+                    "a step is a judge or a workflow, not both",
+                )
+            )
+        if step.callback.type != "default":
+            out.append(
+                Problem.at(
+                    i,
+                    step.name,
+                    "callback",
+                    "judge_needs_default",
+                    "a judge scores each record it is given: its callback must be "
+                    "'one to one (default)'",
+                )
+            )
+        missing = [k for k in judge.reads() if ctx is not None and k not in ctx]
+        for key in missing:
+            out.append(
+                Problem.at(
+                    i,
+                    step.name,
+                    "judge",
+                    "unknown_judge_field",
+                    f"the judge reads '{key}', which this step's tasks do not carry "
+                    f"(available: {_made(ctx)})",
+                    key=key,
+                    available=sorted(ctx),
+                )
+            )
+    after = None if ctx is None else ctx | set(step.result_keys())
+    if step.callback.type in ("aggregate", "flatten") and after is not None:
+        cb = step.callback
+        after = {*([cb.group_by] if cb.group_by else []), *step.result_keys()}
+    if step.callback.type == "python":
+        after = None
+    looked_at = [("keep", f.field) for f in step.keep]
+    if step.dedup is not None:
+        looked_at.append(("dedup", step.dedup.field))
+    for field, key in looked_at:
+        if after is not None and key not in after:
+            what = (
+                "keeps only what meets a condition on" if field == "keep" else "drops duplicates of"
+            )
+            out.append(
+                Problem.at(
+                    i,
+                    step.name,
+                    field,
+                    f"unknown_{field}_field",
+                    f"the step {what} '{key}', which its results do not have "
+                    f"(they have: {_made(after)})",
+                    key=key,
+                    available=sorted(after),
+                )
+            )
     return out
 
 
@@ -415,6 +490,8 @@ def _pydantic_words(err, where):
         )
     if kind == "missing":
         return "missing", "is missing"
+    if kind == "value_error":  # our own validators' sentences: drop pydantic's prefix
+        return "invalid", str(err.get("ctx", {}).get("error") or err["msg"])
     return "invalid", err["msg"]
 
 

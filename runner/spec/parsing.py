@@ -62,6 +62,7 @@ def parse_output(text, output_format, schema=None):
     else:
         value = _find_json(text, want_list=fmt == JSON_LIST)
     if schema is not None:
+        value = _coerce(value, schema)
         _validate(value, schema)
     return value
 
@@ -311,6 +312,33 @@ def _plain(value):
 
 
 # -- the schema -------------------------------------------------------------------
+
+_NUMBER_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+)?\s*$")
+
+
+def _coerce(value, schema, depth=0):
+    """What a model meant, where the schema says it plainly: "4" or "4/5" for an integer,
+    "Pass" for the enum value "pass". Everything else is left for the validator."""
+    if depth > 20 or not isinstance(schema, dict):
+        return value
+    kind = schema.get("type")
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        props = schema["properties"]
+        return {k: _coerce(v, props[k], depth + 1) if k in props else v for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(v, schema["items"], depth + 1) for v in value]
+    if isinstance(value, str) and kind in ("integer", "number"):
+        m = _NUMBER_RE.match(value)
+        if m:
+            number = float(m.group(1))
+            return int(number) if kind == "integer" and number.is_integer() else number
+    if isinstance(value, float) and kind == "integer" and value.is_integer():
+        return int(value)
+    enum = schema.get("enum")
+    if isinstance(value, str) and isinstance(enum, list) and value not in enum:
+        folded = {e.lower(): e for e in enum if isinstance(e, str)}
+        return folded.get(value.strip().lower(), value)
+    return value
 
 
 def _validate(value, schema):

@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from . import checks, tables, templating
+from . import checks, quality, tables, templating
 from . import workflow as wf
 from .checks import SPEC_VERSION, SpecError
+from .quality import DedupSpec, FilterSpec, JudgeSpec
 from .workflow import OutputFormat, WorkflowSpec
 from .workflow import Strict as _Model
 
@@ -80,7 +81,13 @@ class StepSpec(_Model):
     """One step: a prompt, or a workflow of several (`workflow`), and its callback.
 
     A workflow step's output key defaults to its return value, and its output format
-    is the return value's shape (a list, an object, text)."""
+    is the return value's shape (a list, an object, text).
+
+    A judge step (`judge`) has no prompt of its own: its prompt and reply schema are
+    made from its rubric, and its verdict lands as fields of the record.
+
+    After the callback, `keep` (filters) and `dedup` (duplicates of one field) decide
+    which of the step's results go on; the others are set aside as marked records."""
 
     name: str = Field(min_length=1, max_length=100)
     prompt: str = Field(max_length=100_000)  # "" for a workflow step
@@ -92,10 +99,15 @@ class StepSpec(_Model):
     output_schema: dict[str, Any] | None = None
     output_key: str
     callback: CallbackSpec = Field(default_factory=CallbackSpec)
+    judge: JudgeSpec | None = None
+    keep: list[FilterSpec] = Field(default_factory=list, max_length=10)
+    dedup: DedupSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _workflow_defaults(cls, data):
+        if isinstance(data, dict) and data.get("judge") is not None:
+            data = {"prompt": "", "output_key": "judge", **data}
         flow = data.get("workflow") if isinstance(data, dict) else None
         if flow is not None and "prompt" not in data:
             data = {**data, "prompt": ""}
@@ -110,6 +122,12 @@ class StepSpec(_Model):
     def _workflow_format(self):
         if self.workflow is not None:
             self.output_format = self.workflow.output_format()
+        if self.judge is not None and self.workflow is None:
+            # the rubric is the judge's prompt and reply schema
+            self.prompt = quality.judge_prompt(self.judge)
+            self.system = ""
+            self.output_format = OutputFormat.JSON_OBJECT
+            self.output_schema = quality.judge_schema(self.judge)
         return self
 
     def as_workflow(self):
@@ -131,6 +149,8 @@ class StepSpec(_Model):
     def result_keys(self):
         """The keys this step's callback adds to (or sets on) its children's context."""
         cb = self.callback
+        if cb.type == "default" and self.judge is not None:
+            return self.judge.result_keys()
         if cb.type == "default" and self.returns_object:
             return list(self.workflow.return_value)
         if cb.type in ("scatter", "split", "split_lines"):

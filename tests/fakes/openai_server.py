@@ -55,6 +55,10 @@ Behaviour settings (constructor keywords, --config JSON, or POST /_admin/config)
   huge_reply_for         {substring: n}: matching prompts get a reply of n characters
   fail_rate              this share of all requests fail at random (no Retry-After),
   fail_rate_statuses     with a status picked from this list (default [500, 429])
+  pool_for               {substring: [replies]}: matching prompts get one reply of the pool,
+                         picked by the prompt's hash (so duplicates are certain)
+  follow_schema          answer a `response_format` json_schema with an object that fits
+                         it (`schema_value`: numbers and enum values picked by hash)
 
 Stats also give `max_rps`: the most requests that arrived within any one second
 (a sliding window), so a test can check the rate a client kept to.
@@ -116,6 +120,8 @@ DEFAULTS = {
     "huge_reply_for": {},  # {substring: characters}: matching prompts get a reply that long
     "fail_rate": 0.0,  # this share of requests, at random, fail with one of fail_rate_statuses
     "fail_rate_statuses": [500, 429],
+    "pool_for": {},
+    "follow_schema": False,
 }
 
 HANG_SECONDS = 3600.0
@@ -562,6 +568,14 @@ def make_app(state: FakeState) -> web.Application:
                 never_json=_matches(prompt, _listify(cfg["never_json_for"])),
                 realistic=realistic,
             )
+            schema = (
+                (rf or {}).get("json_schema", {}).get("schema") if isinstance(rf, dict) else None
+            )
+            if cfg["follow_schema"] and isinstance(schema, dict) and _schema_type(rf) != "array":
+                text = json.dumps(schema_value(schema, prompt))
+            for needle, pool in (cfg["pool_for"] or {}).items():
+                if needle and needle in prompt and pool:
+                    text = pool[_pick(prompt, "pool", len(pool))]
             for needle, size in (cfg["huge_reply_for"] or {}).items():
                 if needle and needle in prompt:
                     text = "x" * int(size)
@@ -623,6 +637,36 @@ def _schema_type(response_format):
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
         return schema.get("type")
     return None
+
+
+def _pick(prompt, salt, n):
+    digest = hashlib.blake2s(f"{salt}|{prompt}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % n
+
+
+def schema_value(schema, prompt, path="", depth=0):
+    """A value that fits a JSON schema, the same for the same prompt (what `follow_schema` sends)."""
+    if not isinstance(schema, dict) or depth > 10:
+        return None
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][_pick(prompt, path, len(schema["enum"]))]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {
+            k: schema_value(sub, prompt, f"{path}.{k}", depth + 1)
+            for k, sub in (schema.get("properties") or {}).items()
+        }
+    if kind == "array":
+        return [
+            schema_value(schema.get("items") or {}, prompt, f"{path}.{i}", depth + 1)
+            for i in range(2)
+        ]
+    if kind in ("integer", "number"):
+        low, high = int(schema.get("minimum", 0)), int(schema.get("maximum", 100))
+        return low + _pick(prompt, path, max(1, high - low + 1))
+    if kind == "boolean":
+        return bool(_pick(prompt, path, 2))
+    return f"{path.strip('.') or 'text'} for {_topic(prompt)[:60]}"
 
 
 def arrived(state):

@@ -6,6 +6,11 @@
     pipeline.input(topic="Solar energy")
     spec = pipeline.build()
 
+Quality is chained the same way: `.keep("score", ">=", 4)` keeps only what meets a
+condition, `.drop_duplicates("question")` sets exact and near duplicates aside, and
+`Judge(fields=["question", "answer"], criteria={"helpfulness": "How helpful is it"})`
+is a step that scores records against a rubric.
+
 A step class may declare its fields as class attributes and a custom callback as a
 method `callback(self, step)` returning one input (a dict / `TaskInput`) or a list of
 them, as in the seed; the spec names it `module:Class` and workers import it from an
@@ -15,6 +20,7 @@ allowed package.
 import re
 
 from .callbacks import StepResult, parse_json  # noqa: F401  (re-exported for callbacks)
+from .quality import Criterion, DedupSpec, FilterSpec, JudgeSpec
 from .schema import CallbackSpec, ModelParams, ModelRef, PipelineSpec, StepSpec
 
 _UNSET = object()
@@ -71,6 +77,7 @@ class Step:
         if max_tokens is not _UNSET:
             self.max_tokens = max_tokens
         self._callback = CallbackSpec()
+        self._keep, self._dedup = [], None
         if self.has_custom_callback():
             cls = type(self)
             self._callback = CallbackSpec(
@@ -104,23 +111,72 @@ class Step:
         self._callback = CallbackSpec(type=kind, **params)
         return self
 
-    def to_spec(self, index=0):
-        name = self.name or (
+    # quality: what goes on to the next step
+
+    def keep(self, field, op, value):
+        """Keep only results whose `field` meets `op value` (">=", "==", "contains", ...)."""
+        self._keep.append(FilterSpec(field=field, op=op, value=str(value)))
+        return self
+
+    def drop_duplicates(self, field, near=True, threshold=0.85):
+        """Set aside results whose `field` repeats an earlier one (exactly, or nearly)."""
+        self._dedup = DedupSpec(field=field, near=near, threshold=threshold)
+        return self
+
+    def _name(self, index):
+        return self.name or (
             _snake(type(self).__name__) if type(self) is not Step else f"step_{index + 1}"
         )
-        if not self.prompt:
-            raise ValueError(f"step '{name}' has no prompt")
-        return StepSpec(
+
+    def _common(self, name):
+        return dict(
             name=name,
-            prompt=self.prompt,
             system=self.system or "",
             model=ModelRef(provider=self.provider or "default", name=self.model or ""),
             params=ModelParams(temperature=self.temperature, max_tokens=self.max_tokens),
+            callback=self._callback,
+            keep=list(self._keep),
+            dedup=self._dedup,
+        )
+
+    def to_spec(self, index=0):
+        name = self._name(index)
+        if not self.prompt:
+            raise ValueError(f"step '{name}' has no prompt")
+        return StepSpec(
+            prompt=self.prompt,
             output_format=self.output,
             output_schema=self.schema,
             output_key=self.output_key or re.sub(r"\W", "_", name).lower(),
-            callback=self._callback,
+            **self._common(name),
         )
+
+
+class Judge(Step):
+    """A step that scores each record against a rubric; its scores become record fields.
+
+    `criteria`: {"key": "what it measures"}, or a list of `Criterion`s / dicts with
+    key, description, scale ("1-5" or "pass_fail") and levels. `pair=("a", "b")`
+    compares two fields and also names the better one (`chosen`, `rejected`)."""
+
+    temperature = 0.0
+
+    def __init__(self, fields=(), criteria=None, *, pair=None, instructions="", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(criteria, dict):
+            criteria = [Criterion(key=k, description=v) for k, v in criteria.items()]
+        self.judge = JudgeSpec(
+            fields=list(fields),
+            criteria=[c if isinstance(c, Criterion) else Criterion(**c) for c in criteria or []],
+            pair=list(pair) if pair else None,
+            instructions=instructions,
+        )
+
+    def to_spec(self, index=0):
+        name = self._name(index)
+        common = self._common(name)
+        del common["system"]
+        return StepSpec(judge=self.judge, output_key=self.output_key or "judge", **common)
 
 
 class PipelineBuilder:

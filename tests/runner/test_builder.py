@@ -58,3 +58,25 @@ def test_invalid_pipelines_are_refused_with_the_spec_checks():
     assert any("{{y}}" in m for m in info.value.problems)
     with pytest.raises(TypeError):
         PipelineBuilder() << "not a step"
+
+
+def test_quality_chains_and_a_judge_step_build_the_same_spec_the_designer_saves():
+    from runner.spec.builder import Judge
+
+    pipeline = PipelineBuilder("Judged QA")
+    pipeline << Step(
+        "Write questions about {{topic}} as a JSON list", output="json_list", output_key="questions"
+    ).scatter("question").drop_duplicates("question", threshold=0.9)
+    pipeline << Step("Answer: {{question}}", output_key="answer")
+    pipeline << Judge(
+        ["question", "answer"], {"helpfulness": "How helpful the answer is"}, model="judge-model"
+    ).keep("helpfulness", ">=", 4)
+    pipeline.input(topic="Volcanoes")
+    spec = pipeline.build()
+    first, _, judge = spec.steps
+    assert first.dedup.field == "question" and first.dedup.threshold == 0.9
+    assert judge.judge.criteria[0].key == "helpfulness"
+    assert judge.model.name == "judge-model" and judge.params.temperature == 0.0
+    assert [(f.field, f.op, f.value) for f in judge.keep] == [("helpfulness", ">=", "4")]
+    assert spec.record_fields()[-2:] == ["helpfulness", "rationale"]
+    assert PipelineSpec.load(spec.to_json()).to_dict() == spec.to_dict()

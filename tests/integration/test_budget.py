@@ -68,7 +68,8 @@ def test_a_run_pauses_at_its_budget_and_resumes_when_it_is_raised(owner, worker,
     assert fake_llm.stats()["total"] == calls
 
     engine.set_budget(run, 100)
-    assert run.status == Run.QUEUED and run.error == ""
+    # queued again (a worker may already have picked it up), with no reason left
+    assert run.status in (Run.QUEUED, Run.RUNNING) and run.error == ""
     wait_for(run, timeout=60)
     assert run.status == Run.COMPLETED
     assert Record.objects.filter(run=run).count() == 20

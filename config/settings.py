@@ -225,6 +225,11 @@ RUNNER_LEASE_SECONDS = envint("RUNNER_LEASE_SECONDS", 60)
 RUNNER_KEY_PREFIX = os.getenv("RUNNER_KEY_PREFIX", "")
 RUNNER_FLUSH_SECONDS = envfloat("RUNNER_FLUSH_SECONDS", 0.05)
 RUNNER_PROGRESS_SECONDS = envfloat("RUNNER_PROGRESS_SECONDS", 0.25)
+# The quality of a run's records (runner.events.quality): measured over at most this
+# many records (fewer while the run goes), again every few seconds while it goes.
+RUNNER_QUALITY_SAMPLE = envint("RUNNER_QUALITY_SAMPLE", 5000)
+RUNNER_QUALITY_LIVE_SAMPLE = envint("RUNNER_QUALITY_LIVE_SAMPLE", 1000)
+RUNNER_QUALITY_SECONDS = envfloat("RUNNER_QUALITY_SECONDS", 5)
 # How often each worker looks for open runs it has no driver for yet (a new run is
 # started at once by the worker woken for it; the others join within this).
 RUNNER_HOST_SECONDS = envfloat("RUNNER_HOST_SECONDS", 0.25)

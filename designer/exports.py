@@ -25,7 +25,7 @@ TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv", "parquet": "applica
 PACKAGES = ("data", "zip", "card")
 
 
-def options_from(params, keys):
+def options_from(params, keys, run):
     """(Options, file type, package, problems) from the export form's fields."""
     problems = []
     kind = params.get("type", "jsonl")
@@ -55,7 +55,8 @@ def options_from(params, keys):
         prompt_field=params.get("prompt_field", ""),
         answer_field=params.get("answer_field", ""),
         system=params.get("system", "").strip(),
-        choose=params.get("choose", "rating"),
+        choose=params.get("choose") or export.default_choose(run),
+        set_aside=bool(params.get("set_aside")),
     )
     problems += options.problems(keys)
     return options, kind, package, problems
@@ -87,7 +88,8 @@ def _form(request, run, keys, params=None, problems=None):
                 "meta": bool(params.get("meta")) if params else True,
                 "prompt_field": params.get("prompt_field", prompt),
                 "answer_field": params.get("answer_field", answer),
-                "choose": params.get("choose", "rating"),
+                "choose": params.get("choose") or export.default_choose(run),
+                "set_aside": bool(params.get("set_aside")),
                 "system": params.get("system", ""),
             },
             "choices": export.CHOICES,
@@ -118,7 +120,7 @@ async def _async_chunks(chunks):
 def export_download(request, code):
     run = run_for(request.user, code)
     keys = export.record_keys(run)
-    options, kind, package, problems = options_from(request.GET, keys)
+    options, kind, package, problems = options_from(request.GET, keys, run)
     if problems:
         return _form(request, run, keys, request.GET, problems)
     job = export.Export(run, options)

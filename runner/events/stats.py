@@ -16,6 +16,8 @@ from runner.models import Provider, Record, Task
 from runner.spec import estimate
 from runner.spec.money import fmt_dollars
 
+from .quality import cached_quality, quality_state
+
 WINDOW_SECONDS = 10  # calls per second are counted over this many recent seconds
 FAILURE_REASONS = 20  # the most common reasons the state carries
 REASON_CHARS = 300
@@ -138,6 +140,7 @@ def run_state(run, now=None):
         "now": now.isoformat(),
         "started": run.started.isoformat() if run.started else None,
         "finished": run.finished.isoformat() if run.finished else None,
+        "quality": cached_quality(run),
     }
     spent = sum(step_costs)
     if priced(run, spent):  # micro-dollars, and in words for the page (its script shows the text)
@@ -229,6 +232,7 @@ def run_summary(run, wall_s=None):
         "cost": run.spent / 1_000_000,
         "failures": [{"reason": r, "count": n} for n, r in failure_summary(run)],
         "wall_s": round(wall_s, 3) if wall_s is not None else None,
+        "quality": quality_state(run),
     }
 
 

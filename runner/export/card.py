@@ -2,6 +2,7 @@
 
 import json
 
+from runner.events.quality import quality_state
 from runner.events.stats import models_used, review_stats, run_state
 
 
@@ -48,10 +49,21 @@ def dataset_card(run, options, data_name=None, pipeline_name=None, exported=None
             "- Fields: "
             + ", ".join(f"`{s}`" + (f" as `{n}`" if n != s else "") for s, n in o.fields)
         )
-    if o.shape in ("chat", "preference"):
+    if o.judged:
+        out.append(
+            f"- Prompt field `{o.prompt_field}`; chosen and rejected answers picked by the "
+            "pipeline's judge step, with the mean of its scores (`score_chosen`, "
+            "`score_rejected`)."
+        )
+    elif o.shape in ("chat", "preference"):
         out.append(f"- Prompt field `{o.prompt_field}`, answer field `{o.answer_field}`.")
-    if o.shape == "preference":
+    if o.shape == "preference" and not o.judged:
         out.append(f"- Chosen and rejected answers picked by: {o.choose}.")
+    if o.set_aside:
+        out.append(
+            "- Includes records set aside by filters and the duplicate check, marked in "
+            "`_meta` (`set_aside`, `set_aside_because`)."
+        )
     out += [
         "",
         "## Counts",
@@ -71,6 +83,7 @@ def dataset_card(run, options, data_name=None, pipeline_name=None, exported=None
         f"Records made: {review['total']}. LLM calls: {state['calls']}. "
         f"Tokens: {state['tokens_in']} in, {state['tokens_out']} out.",
         "",
+        *_quality_lines(quality_state(run)),
         "## Review",
         "",
         f"- Accepted: {review['accepted']}, rejected: {review['rejected']}, "
@@ -99,3 +112,45 @@ def dataset_card(run, options, data_name=None, pipeline_name=None, exported=None
         )
     out += ["", "````json", spec.to_json(), "````", ""]
     return "\n".join(out)
+
+
+def _pct(x):
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _quality_lines(q):
+    """The card's "Quality" section: duplicates set aside, diversity, judges."""
+    out = ["## Quality", ""]
+    for d in q["dedup"]:
+        out.append(
+            f"- Step **{d['step']}** set aside {d['duplicates']} duplicate(s) and "
+            f"{d['near_duplicates']} near duplicate(s) of `{d['field']}` (about "
+            f"{d['calls_saved']} calls saved); they are not in the data unless asked for."
+        )
+    if q["fields"]:
+        out += [
+            "",
+            f"Diversity of the records ({q['sampled']} looked at; distinct-n: unique word "
+            "n-grams over all word n-grams):",
+            "",
+            "| field | distinct-1 | distinct-2 | duplicates | near duplicates | length mean (min-max) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, f in q["fields"].items():
+            if not f.get("records"):
+                continue
+            out.append(
+                f"| {key} | {_pct(f['distinct_1'])} | {_pct(f['distinct_2'])} | "
+                f"{f['duplicates']} | {f.get('near_duplicates', '-')} | "
+                f"{f['length_mean']} ({f['length_min']}-{f['length_max']}) |"
+            )
+    scores = {k: j for k, j in q["judges"].items() if "judged" in j}
+    if scores:
+        out += ["", "| judge score | mean (1-5) or pass rate | passed | filtered out |"]
+        out.append("|---|---|---|---|")
+        for key, j in scores.items():
+            mean = j["mean"] if j.get("mean") is not None else _pct(j.get("pass_rate"))
+            out.append(f"| {key} ({j['step']}) | {mean} | {j['passed']} | {j['filtered']} |")
+    if len(out) == 2:
+        out.append("Nothing measured: the run has no records of its own text fields.")
+    return [*out, ""]

@@ -6,8 +6,13 @@ Three shapes of row:
   chosen fields renamed; metadata (run, record key, review state) under one
   `_meta` key (JSONL) or `_meta_*` columns (CSV, Parquet);
 - chat: `{"messages": [system?, user, assistant]}` for supervised fine-tuning;
-- preference: `{"prompt", "chosen", "rejected"}` from pipelines that make two
-  answers per prompt (a broadcast step): chosen by rating, by review, or first/second.
+- preference: `{"prompt", "chosen", "rejected"}`, the DPO layout: from a pairwise
+  judge step (one row per judged record, with `score_chosen` and `score_rejected`,
+  the default when the pipeline has one), or from pipelines that make two answers per
+  prompt (a broadcast step): chosen by rating, by review, or first/second.
+
+Records that filters and the duplicate check set aside are left out unless asked for
+(`set_aside`); then `_meta` says why each was set aside.
 
 Everything streams: records are read in keyset-paged batches and written as they
 come, so an export never holds a whole run in memory. The web page and
@@ -29,11 +34,14 @@ from .card import dataset_card
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 SHAPES = ("plain", "chat", "preference")
-CHOICES = ("rating", "review", "first", "second")
+CHOICES = ("judge", "rating", "review", "first", "second")
 BATCH = 2000
 CHUNK_BYTES = 64 * 1024
 META_KEYS = ("run", "record", "task", "review", "rating", "edited")
+ASIDE_META_KEYS = ("set_aside", "set_aside_because")
 PAIR_META_KEYS = ("run", "chosen_record", "rejected_record", "chosen_rating", "rejected_rating")
+JUDGE_META_KEYS = ("run", "record", "preferred", "rationale")
+JUDGE_COLUMNS = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected")
 
 
 class ExportError(ValueError):
@@ -72,7 +80,7 @@ class Options:
     prompt_field: str = ""
     answer_field: str = ""
     system: str = ""
-    choose: str = "rating"
+    choose: str = "rating"  # "judge": a pairwise judge step's verdict
     set_aside: bool = False  # also export what filters and the duplicate check set aside
 
     def problems(self, keys=None):
@@ -80,7 +88,10 @@ class Options:
         if self.shape not in SHAPES:
             out.append(f"format '{self.shape}' is unknown: use one of {', '.join(SHAPES)}")
         if self.shape in ("chat", "preference"):
-            for label, value in (("prompt", self.prompt_field), ("answer", self.answer_field)):
+            needed = [("prompt", self.prompt_field)]
+            if not self.judged:
+                needed.append(("answer", self.answer_field))
+            for label, value in needed:
                 if not value:
                     out.append(f"choose the {label} field for the {self.shape} format")
                 elif keys is not None and value not in keys:
@@ -94,6 +105,23 @@ class Options:
                         f"the records have no field '{source}' (they have {', '.join(keys)})"
                     )
         return out
+
+    @property
+    def judged(self):
+        return self.shape == "preference" and self.choose == "judge"
+
+
+def pair_judge(spec):
+    """The last step's pairwise judge (`JudgeSpec` with `pair`) of a spec, or None."""
+    for step in reversed(spec.steps):
+        if step.judge is not None and step.judge.pair:
+            return step.judge
+    return None
+
+
+def default_choose(run):
+    """How pairs are picked unless said: by the pairwise judge when the pipeline has one."""
+    return "judge" if pair_judge(run.spec_obj) else "rating"
 
 
 def record_keys(run):
@@ -116,7 +144,13 @@ def in_order(data, keys):
 
 
 def default_chat_fields(run):
-    """A guess for (prompt, answer): the last two steps' outputs ("question", "answer")."""
+    """A guess for (prompt, answer): the last two steps' outputs ("question", "answer").
+
+    With a pairwise judge: the first field it reads and its chosen answer."""
+    judge = pair_judge(run.spec_obj)
+    if judge is not None:
+        first = judge.fields[0] if judge.fields else record_keys(run)[0]
+        return first, judge.chosen_key
     outs = [s.output_key for s in run.spec_obj.steps]
     if len(outs) >= 2:
         return outs[-2], outs[-1]
@@ -140,7 +174,16 @@ def iter_records(run, accepted_only=False, set_aside=False):
             page = page.filter(Q(seq__gt=last[0]) | Q(seq=last[0], id__gt=last[1]))
         batch = list(
             page.values(
-                "id", "key", "seq", "data", "edited", "review", "rating", "task_id", "flag"
+                "id",
+                "key",
+                "seq",
+                "data",
+                "edited",
+                "review",
+                "rating",
+                "task_id",
+                "flag",
+                "flag_reason",
             )[:BATCH]
         )
         if not batch:
@@ -151,8 +194,8 @@ def iter_records(run, accepted_only=False, set_aside=False):
         last = (batch[-1]["seq"], batch[-1]["id"])
 
 
-def _meta(run, r):
-    return {
+def _meta(run, r, set_aside=False):
+    out = {
         "run": str(run.code),
         "record": r["key"],
         "task": r["task_id"],
@@ -160,6 +203,25 @@ def _meta(run, r):
         "rating": r["rating"],
         "edited": r["edited"] is not None,
     }
+    if set_aside:
+        out.update(_aside(r))
+    return out
+
+
+def _aside(r):
+    return {"set_aside": r["flag"] or None, "set_aside_because": r["flag_reason"] or None}
+
+
+def _side_score(judge, verdict, side):
+    """The mean of a side's 1-5 scores (pass counts 5, fail 1); None without scores."""
+    values = []
+    for c in judge.criteria:
+        v = verdict.get(f"{c.key}_{side}")
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            values.append(v)
+        elif v in ("pass", "fail"):
+            values.append(5 if v == "pass" else 1)
+    return round(sum(values) / len(values), 2) if values else None
 
 
 def _text(value):
@@ -182,6 +244,15 @@ def _cell(value):
     if value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
+
+
+TYPED = ("messages", "score_chosen", "score_rejected")  # Parquet columns kept as they are
+
+
+def _arrow_type(pa, column, message):
+    if column == "messages":
+        return pa.list_(message)
+    return pa.float64() if column in TYPED else pa.string()
 
 
 class _Sink(io.RawIOBase):
@@ -236,7 +307,7 @@ class Export:
                 in_order(data, order) if o.fields is None else {n: data.get(s) for s, n in o.fields}
             )
             if o.meta:
-                row["_meta"] = _meta(self.run, r)
+                row["_meta"] = _meta(self.run, r, o.set_aside)
             yield row
 
     def _chat(self):
@@ -254,7 +325,7 @@ class Export:
             ]
             row = {"messages": messages}
             if o.meta:
-                row["_meta"] = _meta(self.run, r)
+                row["_meta"] = _meta(self.run, r, o.set_aside)
             yield row
 
     def _group_key(self):
@@ -269,6 +340,9 @@ class Export:
         return lambda r: json.dumps(r["current"].get(field), sort_keys=True)
 
     def _pairs(self):
+        if self.options.judged:
+            yield from self._judged()
+            return
         key = self._group_key()
         group, current = [], None
         for r in iter_records(self.run):
@@ -280,6 +354,38 @@ class Export:
             group.append(r)
         if group:
             yield from self._pair(group)
+
+    def _judged(self):
+        """One row per record a pairwise judge decided: its chosen and rejected texts."""
+        o = self.options
+        judge = pair_judge(self.run.spec_obj)
+        if judge is None:
+            return
+        for r in iter_records(self.run, o.accepted_only, o.set_aside):
+            data = r["current"]
+            chosen, rejected = data.get(judge.chosen_key), data.get(judge.rejected_key)
+            preferred = data.get(judge.preferred_key)
+            if chosen is None or rejected is None or preferred not in ("A", "B"):
+                self.skipped += 1
+                continue
+            win, lose = ("a", "b") if preferred == "A" else ("b", "a")
+            row = {
+                "prompt": _text(data.get(o.prompt_field)),
+                "chosen": _text(chosen),
+                "rejected": _text(rejected),
+                "score_chosen": _side_score(judge, data, win),
+                "score_rejected": _side_score(judge, data, lose),
+            }
+            if o.meta:
+                row["_meta"] = {
+                    "run": str(self.run.code),
+                    "record": r["key"],
+                    "preferred": preferred,
+                    "rationale": data.get(judge.rationale_key),
+                }
+                if o.set_aside:
+                    row["_meta"].update(_aside(r))
+            yield row
 
     def _pair(self, group):
         o = self.options
@@ -324,7 +430,7 @@ class Export:
         if o.shape == "chat":
             base = ["messages"]
         elif o.shape == "preference":
-            base = ["prompt", "chosen", "rejected"]
+            base = list(JUDGE_COLUMNS) if o.judged else ["prompt", "chosen", "rejected"]
         elif o.fields is not None:
             base = [n for _, n in o.fields]
         else:  # one pass over the records for their keys, one to write
@@ -334,7 +440,12 @@ class Export:
                 extra.update(k for k in r["current"] if k not in base)
             base += sorted(extra)
         if o.meta:
-            keys = PAIR_META_KEYS if o.shape == "preference" else META_KEYS
+            if o.judged:
+                keys = JUDGE_META_KEYS
+            else:
+                keys = PAIR_META_KEYS if o.shape == "preference" else META_KEYS
+            if o.set_aside and (o.shape != "preference" or o.judged):
+                keys = (*keys, *ASIDE_META_KEYS)
             base += [f"_meta_{k}" for k in keys]
         return base
 
@@ -390,15 +501,13 @@ class Export:
 
         columns = self.columns()
         message = pa.struct([("role", pa.string()), ("content", pa.string())])
-        schema = pa.schema(
-            [pa.field(c, pa.list_(message) if c == "messages" else pa.string()) for c in columns]
-        )
+        schema = pa.schema([pa.field(c, _arrow_type(pa, c, message)) for c in columns])
 
         writer = pq.ParquetWriter(sink, schema)
         chunk = []
         for row in self.rows():
             row = self._flat(row)
-            chunk.append({c: row.get(c) if c == "messages" else _text(row.get(c)) for c in columns})
+            chunk.append({c: row.get(c) if c in TYPED else _text(row.get(c)) for c in columns})
             if len(chunk) >= BATCH:
                 writer.write_table(pa.Table.from_pylist(chunk, schema))
                 chunk = []
@@ -457,6 +566,16 @@ class Export:
             return (
                 f"No record has both a '{o.prompt_field}' and an '{o.answer_field}' field, "
                 "so the chat format has no rows: choose other prompt and answer fields."
+            )
+        if o.judged:
+            if pair_judge(self.run.spec_obj) is None:
+                return (
+                    "This pipeline has no judge that compares two answers, so pairs cannot be "
+                    "chosen by a judge: choose them by rating, by review or by first/second."
+                )
+            return (
+                "No record has a judge's verdict with a chosen and a rejected answer yet, so "
+                "the preference export would be an empty file."
             )
         if o.shape == "preference":
             why = {

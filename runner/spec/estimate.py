@@ -41,11 +41,14 @@ LIST_FRAMING_TOKENS = 4  # the brackets around it
 SHORT_TEXT_TOKENS = 25  # a reply asked to be one question, sentence, title or line (~20 words)
 TEXT_TOKENS = 150  # any other text reply: a paragraph (about 110 words)
 OBJECT_TOKENS = 150  # a JSON object
+SCORE_TOKENS = 6  # one score of a judge's verdict: `"accuracy": 4,`
+RATIONALE_TOKENS = 35  # the verdict's rationale: one or two sentences
 REPLY_SIZES = {
     "list": f"a list item ~{LIST_ITEM_TOKENS} tokens",
     "short": f"a one-line reply ~{SHORT_TEXT_TOKENS} tokens",
     "text": f"a text reply ~{TEXT_TOKENS} tokens",
     "object": f"a JSON object ~{OBJECT_TOKENS} tokens",
+    "verdict": f"a judge's verdict: ~{SCORE_TOKENS} tokens a score, a rationale ~{RATIONALE_TOKENS}",
 }
 
 NUMBER_WORDS = {
@@ -295,7 +298,10 @@ def _k(n):
 def _reply(step, counted):
     """(tokens of one reply, which REPLY_SIZES it used)."""
     fmt = str(step.output_format)
-    if fmt == "json_list":
+    if step.judge is not None:
+        scores = len(step.judge.criteria) * (2 if step.judge.pair else 1)
+        tokens, kind = scores * SCORE_TOKENS + RATIONALE_TOKENS + LIST_FRAMING_TOKENS, "verdict"
+    elif fmt == "json_list":
         tokens, kind = (
             (counted.items or DEFAULT_ITEMS) * LIST_ITEM_TOKENS + LIST_FRAMING_TOKENS,
             "list",

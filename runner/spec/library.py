@@ -10,7 +10,7 @@ wanted.
 
 from dataclasses import dataclass
 
-from .builder import PipelineBuilder, Step
+from .builder import Judge, PipelineBuilder, Step
 from .schema import PipelineSpec, StepSpec
 
 
@@ -396,6 +396,71 @@ def nvidia_preference():
     )
 
 
+def preference_pairs():
+    """The seed's Nvidia example taken to its end: two responses a question, a judge picks."""
+    p = PipelineBuilder(
+        "Preference pairs",
+        "A topic -> 4 subtopics as a JSON list, scattered -> one question per subtopic "
+        "(near duplicates set aside) -> two responses to each question (the second written "
+        "differently; give it another model for two models) -> a judge that scores both and "
+        "picks the better one. The preference export then has one row per judged question: "
+        "prompt, chosen, rejected and their scores.",
+    )
+    (
+        p
+        << Step(
+            "List 4 distinct subtopics of the topic below that people often ask about.\n"
+            "Topic: {{topic}}\n"
+            "Reply with a JSON list of short strings and nothing else.",
+            name="subtopics",
+            output="json_list",
+            output_key="subtopics",
+        ).scatter("subtopic")
+        << Step(
+            "Write one question that someone might ask about {{subtopic}} (part of the "
+            "topic {{topic}}). Reply with the question only.",
+            name="question",
+            output_key="question",
+        ).drop_duplicates("question")
+        << Step(
+            "Answer the question below helpfully and accurately, in a short paragraph.\n"
+            "Question: {{question}}",
+            name="response_a",
+            output_key="response_a",
+        )
+        << Step(
+            "Answer the question below in a short paragraph. Take another angle or another "
+            "level of detail than a textbook answer would.\nQuestion: {{question}}",
+            name="response_b",
+            output_key="response_b",
+            temperature=1.0,
+        )
+        << Judge(
+            ["question"],
+            [
+                {
+                    "key": "helpfulness",
+                    "description": "How well the response answers the question",
+                    "levels": {
+                        "1": "does not answer it",
+                        "3": "answers part of it",
+                        "5": "answers it fully and clearly",
+                    },
+                },
+                {
+                    "key": "accuracy",
+                    "description": "How correct the response is",
+                    "levels": {"1": "mostly wrong", "5": "entirely correct"},
+                },
+            ],
+            pair=("response_a", "response_b"),
+            name="judge",
+        )
+    )
+    p.input([{"topic": "Home cooking"}, {"topic": "Personal finance"}])
+    return p.build()
+
+
 _BUILDERS = {
     "instruction-variations": instruction_variations,
     "qa-from-topics": qa_from_topics,
@@ -406,6 +471,7 @@ _BUILDERS = {
     "evol-instruct": evol_instruct,
     "persona-backstory": persona_backstory,
     "nvidia-preference": nvidia_preference,
+    "preference-pairs": preference_pairs,
 }
 
 

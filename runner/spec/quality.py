@@ -467,3 +467,41 @@ def field_profile(texts, near=True, threshold=0.85):
         out["near_duplicates"] = nd
         out["near_duplicate_rate"] = round(nd / n, 4)
     return out
+
+
+def profiled_fields(spec):
+    """The fields whose diversity means something: the ones each record has of its own.
+
+    Fields made before the last fan-out (scatter, split, broadcast) are shared by
+    sibling records (a topic repeats across its questions by design), and a judge's
+    own fields are its verdict: neither is profiled. None when a Python callback
+    hides what the records hold."""
+    fields = spec.record_fields()
+    if fields is None:
+        return None
+    fan_out = [i for i, s in enumerate(spec.steps) if s.callback.type in FAN_OUT]
+    own = set(fields)
+    if fan_out:
+        last = fan_out[-1]
+        made_after = 1 if spec.steps[last].callback.type == "broadcast" else 0
+        own = {k for s in spec.steps[last + made_after :] for k in s.result_keys()}
+    verdicts = {k for s in spec.steps if s.judge is not None for k in s.judge.result_keys()}
+    return [k for k in fields if k in own and k not in verdicts]
+
+
+FAN_OUT = ("scatter", "split", "split_lines", "broadcast")
+
+
+def calls_saved_per_item(plan, after):
+    """Calls one item made by step `after` goes on to cost in the later steps.
+
+    `plan`: the estimator's counts (`estimate.count`): each step's calls per task
+    (`prompts`) and children per task (`per_task`, None for many -> one, where the cost
+    stops depending on one item)."""
+    saved, items = 0.0, 1.0
+    for st in plan[after + 1 :]:
+        saved += items * (st.prompts or 1)
+        if st.per_task is None:
+            break
+        items *= st.per_task
+    return saved

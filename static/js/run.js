@@ -98,6 +98,80 @@
     if (none) none.hidden = failures.length > 0;
   }
 
+  // The quality block (runner.events.quality): duplicates set aside and the calls they
+  // saved, diversity of each field of the records, judges' scores. Built with textContent.
+  function el(tag, text, cls) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function pct(x) {
+    return x === null || x === undefined ? "-" : (Math.round(x * 1000) / 10).toString() + "%";
+  }
+
+  function num(x) {
+    return x === null || x === undefined ? "-" : Number(x).toLocaleString();
+  }
+
+  function table(headers, rows, id) {
+    const t = el("table", null, "table quality-table");
+    if (id) t.id = id;
+    const head = el("tr");
+    headers.forEach(function (h) { head.append(el("th", h)); });
+    t.append(el("thead"));
+    t.tHead.append(head);
+    const body = el("tbody");
+    rows.forEach(function (cells) {
+      const tr = el("tr");
+      cells.forEach(function (c, i) { tr.append(el("td", c, i ? "num" : "")); });
+      body.append(tr);
+    });
+    t.append(body);
+    return t;
+  }
+
+  function renderQuality(q) {
+    const box = document.getElementById("quality");
+    if (!box || !q) return;
+    const parts = [];
+    (q.dedup || []).forEach(function (d) {
+      parts.push(el("p", "Step " + d.step + " set aside " + num(d.duplicates) + " duplicate(s) and " +
+        num(d.near_duplicates) + " near duplicate(s) of " + d.field + ", saving about " +
+        num(d.calls_saved) + " call(s).", "dedup-line"));
+    });
+    const fields = Object.keys(q.fields || {});
+    if (fields.length) {
+      parts.push(el("h3", "Diversity of the records" + (q.sampled ? " (" + num(q.sampled) + " looked at)" : "")));
+      parts.push(table(
+        ["Field", "Distinct words (distinct-1)", "Distinct word pairs (distinct-2)", "Duplicates", "Near duplicates", "Length: mean (shortest-longest)"],
+        fields.map(function (k) {
+          const f = q.fields[k];
+          if (!f.records) return [k, "-", "-", "-", "-", "-"];
+          return [k, pct(f.distinct_1), pct(f.distinct_2), num(f.duplicates), num(f.near_duplicates),
+            num(f.length_mean) + " (" + num(f.length_min) + "-" + num(f.length_max) + ")"];
+        }),
+        "quality-fields"
+      ));
+    }
+    const judged = Object.keys(q.judges || {}).filter(function (k) { return q.judges[k].judged !== undefined; });
+    if (judged.length) {
+      parts.push(el("h3", "Judges"));
+      parts.push(table(
+        ["Score", "Mean (1-5) or pass rate", "Passed", "Filtered out"],
+        judged.map(function (k) {
+          const j = q.judges[k];
+          const mean = j.mean !== null && j.mean !== undefined ? String(j.mean) : pct(j.pass_rate);
+          return [k + " (" + j.step + ")", mean, num(j.passed), num(j.filtered)];
+        }),
+        "quality-judges"
+      ));
+    }
+    if (!parts.length) parts.push(el("p", "No records to measure yet.", "muted"));
+    box.replaceChildren.apply(box, parts);
+  }
+
   function render() {
     frame = 0;
     if (!pending) return;
@@ -149,6 +223,7 @@
     });
     if (s.steps) renderSteps(s.steps, hasCost);
     if (s.failures) renderFailures(s.failures);
+    if (s.quality) renderQuality(s.quality);
     ticking();
     root.setAttribute("data-status", s.status);
   }
@@ -204,6 +279,7 @@
       state = null;
     }
   }
+  if (state && state.quality) renderQuality(state.quality);
   ticking();
   window.setInterval(ticking, 1000);
   connect();

@@ -572,7 +572,7 @@ def make_app(state: FakeState) -> web.Application:
                 (rf or {}).get("json_schema", {}).get("schema") if isinstance(rf, dict) else None
             )
             if cfg["follow_schema"] and isinstance(schema, dict) and _schema_type(rf) != "array":
-                text = json.dumps(schema_value(schema, prompt))
+                text = json.dumps(schema_value(schema, prompt, realistic=realistic))
             for needle, pool in (cfg["pool_for"] or {}).items():
                 if needle and needle in prompt and pool:
                     text = pool[_pick(prompt, "pool", len(pool))]
@@ -644,8 +644,10 @@ def _pick(prompt, salt, n):
     return int.from_bytes(digest, "big") % n
 
 
-def schema_value(schema, prompt, path="", depth=0):
-    """A value that fits a JSON schema, the same for the same prompt (what `follow_schema` sends)."""
+def schema_value(schema, prompt, path="", depth=0, realistic=False):
+    """A value that fits a JSON schema, the same for the same prompt (what `follow_schema` sends).
+
+    `realistic`: its texts are sentences of about 25 words, as a model writes."""
     if not isinstance(schema, dict) or depth > 10:
         return None
     if isinstance(schema.get("enum"), list) and schema["enum"]:
@@ -653,12 +655,12 @@ def schema_value(schema, prompt, path="", depth=0):
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
         return {
-            k: schema_value(sub, prompt, f"{path}.{k}", depth + 1)
+            k: schema_value(sub, prompt, f"{path}.{k}", depth + 1, realistic)
             for k, sub in (schema.get("properties") or {}).items()
         }
     if kind == "array":
         return [
-            schema_value(schema.get("items") or {}, prompt, f"{path}.{i}", depth + 1)
+            schema_value(schema.get("items") or {}, prompt, f"{path}.{i}", depth + 1, realistic)
             for i in range(2)
         ]
     if kind in ("integer", "number"):
@@ -666,6 +668,8 @@ def schema_value(schema, prompt, path="", depth=0):
         return low + _pick(prompt, path, max(1, high - low + 1))
     if kind == "boolean":
         return bool(_pick(prompt, path, 2))
+    if realistic:
+        return _sentence(_wordstream(f"{path}|{prompt}"), 25, _topic(prompt)[:60])
     return f"{path.strip('.') or 'text'} for {_topic(prompt)[:60]}"
 
 

@@ -8,6 +8,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from runner.spec.quality import distinct_n, normalized
+
 from ..conftest import ROOT, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -62,9 +64,21 @@ def test_template_with_one_input_writes_jsonl(worker, fake_llm, tmp_path):
         "cost",
         "failures",
         "wall_s",
+        "quality",
     }
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 5
+    # The quality block measures each field a record has of its own (the topic is shared).
+    fields = summary["quality"]["fields"]
+    assert set(fields) == {"subtopic", "question", "answer"}
+    for key, measured in fields.items():
+        texts = [row[key] for row in rows]
+        assert measured["records"] == 5
+        assert measured["distinct_1"] == distinct_n(texts, 1)
+        assert measured["distinct_2"] == distinct_n(texts, 2)
+        assert measured["duplicates"] == 5 - len({normalized(t) for t in texts})
+        assert measured["near_duplicates"] >= 0
+    assert summary["quality"]["judges"] == {} and summary["quality"]["dedup"] == []
     for row in rows:
         assert row["topic"] == "Solar energy"
         assert row["subtopic"] and row["question"] and row["answer"]

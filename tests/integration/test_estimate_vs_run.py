@@ -25,7 +25,7 @@ PRICES = {"fake-model": [2.5, 10.0]}  # $/1M tokens in and out, as gpt-4o's
 
 @pytest.mark.parametrize("slug", library.slugs())
 def test_the_estimate_matches_the_run(owner, worker, fake_llm, slug):
-    fake_llm.configure(realistic=True)
+    fake_llm.configure(realistic=True, follow_schema=True)  # judges get their schema
     provider = provider_for(owner, fake_llm, concurrency=8)
     provider.prices = PRICES
     provider.save()

@@ -4,11 +4,13 @@ shared by two worker processes; a judge's scores on the records and a filter on 
 import json
 
 import pytest
+from django.core.management import call_command
 
-from runner import engine
+from runner import engine, export
+from runner.events.stats import run_summary
 from runner.models import Record, Run, Task
-from runner.spec import PipelineSpec
-from runner.spec.quality import normalized
+from runner.spec import PipelineSpec, library
+from runner.spec.quality import distinct_n, normalized
 from tests.fakes.openai_server import schema_value
 
 from .helpers import provider_for, wait_for
@@ -73,7 +75,7 @@ JUDGED = PipelineSpec.load(
 
 
 def test_duplicates_found_across_two_workers_are_set_aside_and_never_answered(
-    owner, worker_factory, fake_llm
+    owner, worker_factory, fake_llm, tmp_path
 ):
     fake_llm.configure(latency=0.2, pool_for={"Write questions about": POOL})
     worker_factory(RUNNER_MAX_INFLIGHT="3")
@@ -116,6 +118,36 @@ def test_duplicates_found_across_two_workers_are_set_aside_and_never_answered(
     # The kept records are the dataset: the exported rows and the counters leave the rest out.
     assert Record.objects.filter(run=run).kept().count() == KINDS
 
+    # The summary says what the duplicate check found and what it saved: one answer each.
+    measured = run_summary(run)["quality"]
+    exact = sum(r.flag == Record.DUPLICATE for r in aside)
+    assert measured["dedup"] == [
+        {
+            "step": "questions",
+            "field": "question",
+            "duplicates": exact,
+            "near_duplicates": len(aside) - exact,
+            "calls_saved": len(aside),
+        }
+    ]
+    question = measured["fields"]["question"]
+    texts = [r.data["question"] for r in kept]
+    assert question["records"] == KINDS and question["duplicates"] == 0
+    assert question["distinct_1"] == distinct_n(texts, 1)
+    assert question["set_aside"] == {"duplicates": exact, "near_duplicates": len(aside) - exact}
+
+    # Exports leave what was set aside out, unless asked; then _meta says why.
+    assert export.Export(run, export.Options()).count() == KINDS
+    out = tmp_path / "all.jsonl"
+    call_command("exportrun", str(run.code), "--output", str(out), "--set-aside")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 12 * 6
+    marks = {r["_meta"]["record"]: r["_meta"] for r in rows}
+    for r in aside:
+        assert marks[r.key]["set_aside"] == r.flag
+        assert marks[r.key]["set_aside_because"] == r.flag_reason
+    assert sum(m["set_aside"] is None for m in marks.values()) == KINDS
+
 
 def test_a_judges_scores_reach_the_records_and_the_filter_keeps_the_right_ones(
     owner, worker, fake_llm
@@ -153,3 +185,67 @@ def test_a_judges_scores_reach_the_records_and_the_filter_keeps_the_right_ones(
     kept = Record.objects.filter(run=run).kept().count()
     assert 0 < kept < 20  # both sides of the filter were seen
     assert kept == sum(1 for reply in expected.values() if reply["score"] >= 4)
+
+    judges = run_summary(run)["quality"]["judges"]
+    scores = [reply["score"] for reply in expected.values()]
+    assert judges["score"] == {
+        "step": "judge",
+        "judged": 20,
+        "passed": kept,
+        "filtered": 20 - kept,
+        "mean": round(sum(scores) / len(scores), 2),  # of everything judged
+    }
+    verdicts = [reply["verdict"] for reply in expected.values()]
+    assert judges["verdict"]["pass_rate"] == round(verdicts.count("pass") / len(verdicts), 4)
+
+
+def test_preference_pairs_export_one_row_per_judged_question(owner, worker, fake_llm, tmp_path):
+    fake_llm.configure(follow_schema=True)
+    provider = provider_for(owner, fake_llm)
+    spec = library.get("preference-pairs").spec
+    run = engine.launch_run(owner, spec, spec.inputs, providers={"*": provider.pk})
+    wait_for(run, timeout=90)
+    assert run.status == Run.COMPLETED, run.error
+
+    records = {r.data["question"]: r.data for r in Record.objects.filter(run=run).kept()}
+    assert len(records) == 8  # 2 topics x 4 subtopics, one question each
+    options = export.Options(
+        shape="preference",
+        prompt_field=export.default_chat_fields(run)[0],
+        choose=export.default_choose(run),
+    )
+    assert options.choose == "judge"
+    out = tmp_path / "pairs.jsonl"
+    assert export.Export(run, options).write(out) == 8
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    judge = spec.steps[-1].judge
+    schema = spec.steps[-1].output_schema
+    for row in rows:
+        data = records[row["prompt"]]
+        assert row["chosen"] != row["rejected"]
+        assert {row["chosen"], row["rejected"]} == {data["response_a"], data["response_b"]}
+        task = Task.objects.get(run=run, step=4, context__question=row["prompt"])
+        reply = schema_value(schema, task.messages[-1]["content"])  # what the fake judged
+        win, lose = ("a", "b") if reply["better"] == "A" else ("b", "a")
+        assert row["chosen"] == data[f"response_{win}"]
+        means = [
+            sum(reply[side][c.key] for c in judge.criteria) / len(judge.criteria)
+            for side in (win, lose)
+        ]
+        assert [row["score_chosen"], row["score_rejected"]] == [round(m, 2) for m in means]
+        assert row["_meta"]["rationale"] == reply["rationale"]
+
+    # The chat export takes the chosen answers.
+    prompt, answer = export.default_chat_fields(run)
+    assert answer == "chosen"
+    chat = tmp_path / "sft.jsonl"
+    export.Export(
+        run, export.Options(shape="chat", prompt_field=prompt, answer_field=answer)
+    ).write(chat)
+    chosen = {json.loads(line)["messages"][1]["content"] for line in chat.read_text().splitlines()}
+    assert chosen == {row["chosen"] for row in rows}
+
+    # The dataset card says how the pairs were chosen and what the judge found.
+    card = export.Export(run, options).card()
+    assert "picked by the pipeline's judge step" in card
+    assert "| helpfulness_a (judge) |" in card and "| question |" in card

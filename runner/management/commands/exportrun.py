@@ -4,6 +4,7 @@
     manage.py exportrun 3f2c... --output sft.parquet --format chat \\
         --prompt-field question --answer-field answer
     manage.py exportrun 3f2c... --output pairs.jsonl --format preference --choose rating
+    manage.py exportrun 3f2c... --output all.jsonl --set-aside   (filtered out, duplicates too)
     manage.py exportrun 3f2c... --output qa.csv --fields question:prompt,answer --card README.md
 
 Exit status: 0 when written, 2 when an argument is wrong or the export would have no
@@ -38,9 +39,16 @@ class Command(BaseCommand):
         parser.add_argument("--system", default="", help="chat: a system message for every row")
         parser.add_argument(
             "--choose",
-            default="rating",
+            default=None,
             choices=export.CHOICES,
-            help="preference: how the chosen answer is picked",
+            help="preference: how the chosen answer is picked (default: by the pipeline's "
+            "pairwise judge when it has one, else by rating)",
+        )
+        parser.add_argument(
+            "--set-aside",
+            action="store_true",
+            help="also export records that filters and the duplicate check set aside "
+            "(_meta says why)",
         )
         parser.add_argument("--no-meta", action="store_true", help="leave out the _meta fields")
         parser.add_argument("--card", default="", help="also write a dataset card (README.md)")
@@ -76,7 +84,8 @@ class Command(BaseCommand):
             prompt_field=prompt,
             answer_field=answer,
             system=opts["system"],
-            choose=opts["choose"],
+            choose=opts["choose"] or export.default_choose(run),
+            set_aside=opts["set_aside"],
         )
         problems += options.problems(export.record_keys(run))
         if problems:

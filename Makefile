@@ -166,6 +166,7 @@ lint: test-deps
 bench: venv
 	$(PY) -m bench.run
 	$(PY) -m bench.scaleout
+	$(PY) -m bench.dedup
 
 clean:
 	rm -rf var/static var/redis var/Procfile bench/out .pytest_cache .ruff_cache

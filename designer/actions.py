@@ -84,6 +84,7 @@ def save_provider(owner, data, provider=None):
     provider.rpm = data.get("rpm")
     provider.tpm = data.get("tpm")
     provider.max_reply_mb = data.get("max_reply_mb")
+    provider.embedding_model = (data.get("embedding_model") or "").strip()
     if "prices" in data:  # {model: [input, output]}; {} clears them
         provider.prices = data["prices"]
     if data.get("api_key"):

@@ -202,6 +202,16 @@ class ProviderForm(forms.Form):
             "max_value": "Enter a whole number of megabytes from 1 to 1000, or leave it empty.",
         },
     )
+    embedding_model = forms.CharField(
+        label="Embeddings model (optional)",
+        max_length=200,
+        required=False,
+        help_text=(
+            "A model of this endpoint's /embeddings, for example text-embedding-3-small: "
+            "runs that use this provider then measure how varied their texts are. "
+            "OpenAI-compatible endpoints only."
+        ),
+    )
     prices = forms.CharField(
         label="Prices (dollars per million tokens)",
         required=False,
@@ -232,6 +242,7 @@ class ProviderForm(forms.Form):
                 "rpm": instance.rpm,
                 "tpm": instance.tpm,
                 "max_reply_mb": instance.max_reply_mb,
+                "embedding_model": instance.embedding_model,
                 "prices": prices_text(instance.prices),
             }
         super().__init__(*args, **kwargs)
@@ -269,6 +280,12 @@ class ProviderForm(forms.Form):
     def clean(self):
         data = super().clean()
         kind = data.get("kind")
+        if data.get("embedding_model", "").strip() and kind not in (None, "openai"):
+            self.add_error(
+                "embedding_model",
+                "Only OpenAI-compatible endpoints have an /embeddings this can use: "
+                "leave it empty for this protocol.",
+            )
         if "base_url" in data and not data["base_url"]:
             if kind in DEFAULT_BASE_URLS:
                 data["base_url"] = DEFAULT_BASE_URLS[kind]

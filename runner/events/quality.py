@@ -7,7 +7,11 @@
   the whole run how many judged items passed the step's "keep only" and how many it
   filtered out; pairwise judges also count how often A and B won;
 - **dedup**: for each step that drops duplicates, how many it set aside and the calls
-  that saved downstream (the estimator's fan-out after the step).
+  that saved downstream (the estimator's fan-out after the step);
+- **embeddings**: once the run has ended, when one of its providers names an
+  embeddings model (OpenAI-compatible `/embeddings`), each field's
+  `embedding_diversity`: the mean cosine distance between the texts of a sample of
+  `EMBED_SAMPLE` records (0: all the same; about 1: unrelated).
 
 Counts come from one aggregate query; the sample is every k-th kept record (at most
 `RUNNER_QUALITY_SAMPLE`, fewer while the run goes: `RUNNER_QUALITY_LIVE_SAMPLE`).
@@ -25,20 +29,29 @@ from django.db.models import Count, F
 from django.db.models.functions import Mod
 
 from runner.engine import keys, limits
-from runner.models import Record, Task
+from runner.models import Provider, Record, Task
+from runner.providers import ProviderError
+from runner.providers.embeddings import embed
 from runner.spec import estimate, quality
 
 log = logging.getLogger("runner.events")
 
 ENDED_TTL = 7 * 24 * 3600
+EMBED_SAMPLE = 200  # texts a field's embedding diversity is measured on
 
 
-def quality_state(run, sample=None):
-    """The run's quality block (see the module's docstring); computed now, not cached."""
+def quality_state(run, sample=None, embeddings=True):
+    """The run's quality block (see the module's docstring); computed now, not cached.
+
+    `embeddings`: also measure with an embeddings model when the run has one."""
     spec = run.spec_obj
     size = sample or settings.RUNNER_QUALITY_SAMPLE
     rows = _sample(run, size)
     out = {"sampled": len(rows), "fields": _fields(spec, rows)}
+    if embeddings and not run.is_active and out["fields"]:
+        measured = _embedding_diversity(run, out["fields"], rows)
+        if measured:
+            out["embeddings"] = measured
     counts = _set_aside_counts(run)
     out["judges"] = _judges(run, spec, rows, counts, size)
     out["dedup"] = _dedup(spec, counts)
@@ -71,7 +84,7 @@ def cached_quality(run):
         return None
     try:
         size = settings.RUNNER_QUALITY_LIVE_SAMPLE if active else None
-        state = quality_state(run, size)
+        state = quality_state(run, size, embeddings=not active)
         ttl = max(1, round(settings.RUNNER_QUALITY_SECONDS)) if active else ENDED_TTL
         r.set(name, json.dumps(state), ex=ttl)
         return state
@@ -119,6 +132,50 @@ def _fields(spec, rows):
         if values and sum(isinstance(v, str) for v in values) * 2 >= len(values):
             out[name] = quality.field_profile([v for v in values if isinstance(v, str)])
     return out
+
+
+def embedding_provider(run):
+    """The first of the run's providers that names an embeddings model, or None."""
+    ids = [v for v in (run.providers or {}).values() if v]
+    return (
+        Provider.objects.filter(pk__in=ids, kind="openai")
+        .exclude(embedding_model="")
+        .order_by("pk")
+        .first()
+    )
+
+
+def mean_cosine_distance(vectors):
+    """1 - the mean cosine similarity of every pair of vectors (None for fewer than two)."""
+    import numpy as np
+
+    if len(vectors) < 2:
+        return None
+    m = np.asarray(vectors, dtype=float)
+    m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    sims = m @ m.T
+    n = len(m)
+    mean = (sims.sum() - np.trace(sims)) / (n * (n - 1))
+    return round(float(1.0 - mean), 4)
+
+
+def _embedding_diversity(run, fields, rows):
+    provider = embedding_provider(run)
+    if provider is None:
+        return None
+    step = max(1, len(rows) // EMBED_SAMPLE)
+    picked = rows[::step][:EMBED_SAMPLE]
+    texts = 0
+    try:
+        for key, profile in fields.items():
+            values = [r[key] for r in picked if isinstance(r.get(key), str)]
+            vectors = embed(provider.base_url, provider.api_key, provider.embedding_model, values)
+            profile["embedding_diversity"] = mean_cosine_distance(vectors)
+            texts += len(values)
+    except ProviderError as exc:
+        log.warning("run %s: no embedding diversity: %s", run.code, exc)
+        return {"model": provider.embedding_model, "error": str(exc)}
+    return {"model": provider.embedding_model, "provider": provider.name, "texts": texts}
 
 
 def _set_aside_counts(run):

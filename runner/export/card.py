@@ -144,6 +144,13 @@ def _quality_lines(q):
                 f"{f['duplicates']} | {f.get('near_duplicates', '-')} | "
                 f"{f['length_mean']} ({f['length_min']}-{f['length_max']}) |"
             )
+        if "embeddings" in q and "error" not in q["embeddings"]:
+            out += ["", f"Embedding diversity ({q['embeddings']['model']}; mean cosine distance):"]
+            out += [
+                f"- {k}: {f['embedding_diversity']}"
+                for k, f in q["fields"].items()
+                if f.get("embedding_diversity") is not None
+            ]
     scores = {k: j for k, j in q["judges"].items() if "judged" in j}
     if scores:
         out += ["", "| judge score | mean (1-5) or pass rate | passed | filtered out |"]

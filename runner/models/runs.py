@@ -48,6 +48,8 @@ class Provider(models.Model):
     # A reply larger than this many megabytes fails its call (empty: RUNNER_MAX_REPLY_BYTES).
     max_reply_mb = models.PositiveIntegerField(null=True, blank=True)
     prices = models.JSONField(default=dict, blank=True)  # {model: [input, output]} $/1M tokens
+    # A model of the endpoint's /embeddings (OpenAI-compatible): the diversity of a run's texts.
+    embedding_model = models.CharField(max_length=200, blank=True, default="")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -144,16 +144,22 @@
     const fields = Object.keys(q.fields || {});
     if (fields.length) {
       parts.push(el("h3", "Diversity of the records" + (q.sampled ? " (" + num(q.sampled) + " looked at)" : "")));
+      const embedded = fields.some(function (k) { return q.fields[k].embedding_diversity !== undefined; });
+      const headers = ["Field", "Distinct words (distinct-1)", "Distinct word pairs (distinct-2)", "Duplicates", "Near duplicates", "Length: mean (shortest-longest)"];
+      if (embedded) headers.push("Embedding diversity (0 same, 1 unrelated)");
       parts.push(table(
-        ["Field", "Distinct words (distinct-1)", "Distinct word pairs (distinct-2)", "Duplicates", "Near duplicates", "Length: mean (shortest-longest)"],
+        headers,
         fields.map(function (k) {
           const f = q.fields[k];
-          if (!f.records) return [k, "-", "-", "-", "-", "-"];
-          return [k, pct(f.distinct_1), pct(f.distinct_2), num(f.duplicates), num(f.near_duplicates),
+          if (!f.records) return headers.map(function (_, i) { return i ? "-" : k; });
+          const row = [k, pct(f.distinct_1), pct(f.distinct_2), num(f.duplicates), num(f.near_duplicates),
             num(f.length_mean) + " (" + num(f.length_min) + "-" + num(f.length_max) + ")"];
+          if (embedded) row.push(f.embedding_diversity === undefined || f.embedding_diversity === null ? "-" : String(f.embedding_diversity));
+          return row;
         }),
         "quality-fields"
       ));
+      if (q.embeddings && q.embeddings.error) parts.push(el("p", "Embedding diversity not measured: " + q.embeddings.error, "muted"));
     }
     const judged = Object.keys(q.judges || {}).filter(function (k) { return q.judges[k].judged !== undefined; });
     if (judged.length) {

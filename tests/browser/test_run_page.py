@@ -150,3 +150,28 @@ def test_the_page_reconnects_by_itself_and_catches_up(page, owner):
     page.wait_for_selector("#failures li")
     assert "3 × changed while away" in page.locator("#failures li").first.inner_text()
     assert page.console_errors == []
+
+
+def test_the_quality_panel_shows_duplicates_and_the_calls_they_saved(page, owner, fake_llm):
+    from tests.integration.test_quality import DEDUP, KINDS, POOL
+
+    fake_llm.configure(latency=0.05, pool_for={"Write questions about": POOL})
+    provider = provider_for(owner, fake_llm, concurrency=4)
+    topics = [{"topic": f"volcano {i}"} for i in range(4)]
+    run = engine.launch_run(owner, DEDUP, topics, providers={"*": provider.pk})
+    logged_in(page, owner)
+    page.goto(f"/runs/{run.code}/")
+    page.wait_for_function(
+        "() => document.querySelector('[data-bind=\"status\"]').textContent === 'completed'",
+        timeout=60000,
+    )
+    aside = Record.objects.filter(run=run).set_aside().count()
+    assert aside == 4 * 6 - KINDS
+    # The measure of the ended run reaches the page (now, or with the next state).
+    line = page.locator("#quality .dedup-line")
+    page.reload()
+    line.wait_for()
+    assert f"saving about {aside} call(s)" in line.inner_text()
+    cells = page.locator("#quality-fields tbody tr").first.locator("td").all_inner_texts()
+    assert cells[0] == "question" and cells[3] == "0"  # no duplicate left among the kept
+    assert page.console_errors == []

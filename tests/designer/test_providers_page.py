@@ -283,3 +283,18 @@ def test_a_provider_keeps_its_own_reply_limit_and_a_bad_one_is_explained(logged_
     assert "Enter a whole number of megabytes from 1 to 1000" in response.content.decode()
     provider.refresh_from_db()
     assert provider.max_reply_mb == 2  # nothing saved
+
+
+def test_an_embeddings_model_is_saved_for_openai_compatible_endpoints_only(logged_in, owner):
+    logged_in.post("/providers/new/", form(embedding_model=" text-embedding-3-small "))
+    provider = Provider.objects.get(owner=owner)
+    assert provider.embedding_model == "text-embedding-3-small"
+    page = logged_in.get(f"/providers/{provider.code}/").content.decode()
+    assert 'value="text-embedding-3-small"' in page
+
+    response = logged_in.post(
+        "/providers/new/", form(name="claude", kind="anthropic", base_url="", embedding_model="x")
+    )
+    assert response.status_code == 200
+    assert "Only OpenAI-compatible endpoints have an /embeddings" in response.content.decode()
+    assert not Provider.objects.filter(name="claude").exists()

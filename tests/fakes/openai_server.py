@@ -361,6 +361,7 @@ class FakeState:
     def reset(self):
         self.config = dict(self.initial)
         self.total = 0
+        self.embedded = 0  # requests to /v1/embeddings
         self.per_prompt = {}
         self.fail_seen = {}
         self.in_flight = 0
@@ -376,6 +377,7 @@ class FakeState:
     def stats(self):
         return {
             "total": self.total,
+            "embedded": self.embedded,
             "per_prompt": dict(self.per_prompt),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
@@ -623,7 +625,33 @@ def make_app(state: FakeState) -> web.Application:
         return _json_response({"ok": True})
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
+
+    async def embeddings(request):
+        state.embedded += 1
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return error(400, "the body is not JSON")
+        texts = body.get("input") if isinstance(body, dict) else None
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return error(400, "input must be a string or a list of strings")
+        data = [
+            {"object": "embedding", "index": i, "embedding": embedding_of(t)}
+            for i, t in enumerate(texts)
+        ]
+        used = sum(realistic_tokens(t) for t in texts)
+        return _json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model") or "fake-embed",
+                "usage": {"prompt_tokens": used, "total_tokens": used},
+            }
+        )
+
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/_admin/config", admin_config)
     app.router.add_get("/_admin/stats", admin_stats)
@@ -671,6 +699,20 @@ def schema_value(schema, prompt, path="", depth=0, realistic=False):
     if realistic:
         return _sentence(_wordstream(f"{path}|{prompt}"), 25, _topic(prompt)[:60])
     return f"{path.strip('.') or 'text'} for {_topic(prompt)[:60]}"
+
+
+EMBED_DIMS = 64
+
+
+def embedding_of(text, dims=EMBED_DIMS):
+    """A bag-of-words vector of unit length: texts sharing words point the same way."""
+    vec = [0.0] * dims
+    for word in re.findall(r"\w+", text.lower()):
+        vec[
+            int.from_bytes(hashlib.blake2s(word.encode(), digest_size=4).digest(), "big") % dims
+        ] += 1
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
 
 
 def arrived(state):

@@ -11,7 +11,7 @@ from runner.events.stats import run_summary
 from runner.models import Record, Run, Task
 from runner.spec import PipelineSpec, library
 from runner.spec.quality import distinct_n, normalized
-from tests.fakes.openai_server import schema_value
+from tests.fakes.openai_server import embedding_of, schema_value
 
 from .helpers import provider_for, wait_for
 
@@ -249,3 +249,36 @@ def test_preference_pairs_export_one_row_per_judged_question(owner, worker, fake
     card = export.Export(run, options).card()
     assert "picked by the pipeline's judge step" in card
     assert "| helpfulness_a (judge) |" in card and "| question |" in card
+
+
+def test_embedding_diversity_of_each_field_from_the_providers_embeddings_model(
+    owner, worker, fake_llm
+):
+    provider = provider_for(owner, fake_llm)
+    provider.embedding_model = "fake-embed"
+    provider.save()
+    spec = PipelineSpec.load(
+        {
+            "name": "Answers",
+            "steps": [
+                {"name": "answer", "prompt": "Answer this: {{topic}}", "output_key": "answer"}
+            ],
+        }
+    )
+    topics = [{"topic": t} for t in ["red apples", "red apples", "green pears", "blue sea"]]
+    run = engine.launch_run(owner, spec, topics, providers={"*": provider.pk})
+    wait_for(run, timeout=60)
+    assert run.status == Run.COMPLETED, run.error
+
+    measured = run_summary(run)["quality"]
+    assert measured["embeddings"] == {"model": "fake-embed", "provider": provider.name, "texts": 8}
+    assert fake_llm.stats()["embedded"] == 2  # one request a field
+    for key in ("topic", "answer"):
+        texts = [r.data[key] for r in Record.objects.filter(run=run)]
+        vectors = [embedding_of(t) for t in texts]
+        pairs = [(a, b) for i, a in enumerate(vectors) for j, b in enumerate(vectors) if i != j]
+        similarity = sum(sum(x * y for x, y in zip(a, b, strict=True)) for a, b in pairs)
+        expected = 1 - similarity / len(pairs)
+        assert measured["fields"][key]["embedding_diversity"] == pytest.approx(expected, abs=1e-4)
+    # Two of the four topics are the same words: some diversity, not none and not all.
+    assert 0 < measured["fields"]["topic"]["embedding_diversity"] < 1

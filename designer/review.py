@@ -77,9 +77,11 @@ def number_fields(run, fields):
     """The fields offered for 'number': a judge's scores first, then every other field."""
     scores = []
     for step in run.spec_obj.steps:
-        if step.judge is not None:
-            scores += [k for k in step.judge.result_keys() if k in fields]
-    return list(dict.fromkeys(scores + fields))
+        judge = step.judge
+        for c in judge.criteria if judge is not None else []:
+            if c.scale == "1-5":
+                scores += [f"{c.key}_a", f"{c.key}_b"] if judge.pair else [c.key]
+    return list(dict.fromkeys([k for k in scores if k in fields] + fields))
 
 
 def text_field(run, fields):

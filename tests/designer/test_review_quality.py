@@ -6,6 +6,7 @@ import re
 from html import unescape
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -442,11 +443,29 @@ def test_another_user_gets_404_and_changes_nothing(client, other_user, made):
     assert reviewed(run, Record.ACCEPTED) == set()
 
 
-def test_restore_and_bulk_need_a_login_and_a_post(client, owner, made):
+def test_restore_and_bulk_need_a_login_a_post_and_the_csrf_token(client, owner, made):
     run, recs = made
     restore = url("record-restore", run, recs["f1"].pk)
-    assert client.post(restore, {}).status_code == 302  # to the login page
+    response = client.post(restore, {})
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
     client.force_login(owner)
     assert client.get(restore).status_code == 405
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    assert client.post(restore, {}).status_code == 403  # no CSRF token
+    bulk = {"filters": "flag=all", "action": "accept"}
+    assert client.post(url("records-bulk", run), bulk).status_code == 403
+    assert reviewed(run, Record.ACCEPTED) == set()
     recs["f1"].refresh_from_db()
     assert recs["f1"].flag == Record.FILTERED
+
+
+def test_reasons_and_repeated_text_from_the_run_are_escaped(owner_client, made):
+    run, recs = made
+    Record.objects.filter(pk=recs["n1"].pk).update(flag_reason=f"Near duplicate: {XSS}")
+    Record.objects.filter(pk=recs["k1"].pk).update(data=judged("What is magma?", XSS, 5))
+    for name in ("run-records", "run-review"):
+        page = owner_client.get(url(name, run) + "?flag=near_duplicate").content.decode()
+        assert "<script>alert" not in page
+        assert "Near duplicate: &lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert '<q class="repeated">&lt;script&gt;alert(1)&lt;/script&gt;</q>' in page

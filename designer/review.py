@@ -1,90 +1,51 @@
 """Review of a run's records: a paged table, a one-record view made for the keyboard,
-accept/reject/rate/edit one record, and bulk accept or reject of a filtered selection.
+accept/reject/rate/edit one record, restore one that was set aside, and bulk accept or
+reject of a filtered selection (a confirm page with the count first).
 
-Filters (review status, rating, step and text) are query parameters shared by every
-view here, so a selection made in the table is the one the one-record view walks
-and the one a bulk action changes. Editing stores `Record.edited` and keeps the
-original in `Record.data`. Records appear as the run makes them: the one-record
-view moves by position in seq order ("the next record after this one"), never by
-a list computed up front.
+The filters and sort order are query parameters read by `selection.select`, shared by
+every view here, so a selection made in the table is the one the one-record view walks
+and the one a bulk action changes. By default only kept records show (the run's
+dataset); filtered-out records and duplicates are one choice away, with the reason,
+the step and what they repeat (`quality`). Editing stores `Record.edited` and keeps
+the original in `Record.data`. Records appear as the run makes them: the one-record
+view moves by position relative to a record ("the next record after this one"),
+never by a list computed up front.
 """
-
-import json
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
-from django.db.models.fields.json import KT
 from django.http import QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from runner.export import in_order, record_keys
 from runner.models import Record
 from runner.spec import tables
 
 from .access import run_for
+from .quality import aside_notes, made_from, verdicts
 from .runs import PAGE_SIZE, ancestors, lineage_path, pretty, step_names
+from .selection import (
+    LENGTH,
+    NUMBER,
+    RATINGS,
+    SHOW,
+    SORTS,
+    STATUSES,
+    beyond,
+    ordered,
+    querystring,
+    select,
+)
 
-STATUSES = (Record.UNREVIEWED, Record.ACCEPTED, Record.REJECTED, "edited")
 ACTIONS = {"accept": Record.ACCEPTED, "reject": Record.REJECTED, "unreview": Record.UNREVIEWED}
-FILTER_KEYS = ("status", "rating", "step", "q")
-
-
-# -- filters ------------------------------------------------------------------------
-
-
-def step_keys(run, index):
-    """The record fields a step's output lands in (its output key, or its callback's)."""
-    steps = run.spec_obj.steps
-    return steps[index].result_keys() if 0 <= index < len(steps) else []
-
-
-def record_filters(run, params):
-    """The run's records narrowed by the filters in `params`, and the filters that applied."""
-    qs = Record.objects.filter(run=run)
-    f = {}
-    status = params.get("status", "")
-    if status == "edited":
-        qs = qs.filter(edited__isnull=False)
-    elif status in STATUSES:
-        qs = qs.filter(review=status)
-    f["status"] = status if status in STATUSES else ""
-    rating = params.get("rating", "")
-    if rating in ("1", "2", "3", "4", "5"):
-        qs = qs.filter(rating=int(rating))
-    elif rating in ("rated", "unrated"):
-        qs = qs.filter(rating__isnull=rating == "unrated")
-    else:
-        rating = ""
-    f["rating"] = rating
-    step = params.get("step", "")
-    n_steps = len(run.spec_obj.steps)
-    f["step"] = step = step if step.isdigit() and int(step) < n_steps else ""
-    q = " ".join(params.get("q", "").split())[:200]
-    f["q"] = q
-    if q:
-        # the current version of each record: its edit when it was edited
-        plain, edited = Q(pk__in=[]), Q(pk__in=[])
-        if step:
-            names = {}
-            for i, k in enumerate(k for k in step_keys(run, int(step)) if k):
-                names[f"_d{i}"], names[f"_e{i}"] = KT(f"data__{k}"), KT(f"edited__{k}")
-                plain |= Q(**{f"_d{i}__icontains": q})
-                edited |= Q(**{f"_e{i}__icontains": q})
-            qs = qs.alias(**names)
-        else:
-            escaped = json.dumps(q)[1:-1]  # JSON may be stored with \\u escapes
-            for text in {q, escaped}:
-                plain |= Q(data__icontains=text)
-                edited |= Q(edited__icontains=text)
-        cond = (Q(edited__isnull=True) & plain) | (Q(edited__isnull=False) & edited)
-        qs = qs.filter(cond)
-    return qs, f
+VERBS = {"accept": "Accept", "reject": "Reject", "unreview": "Mark unreviewed"}
+DONE = {"accept": "Accepted", "reject": "Rejected", "unreview": "Marked unreviewed"}
+RECORD_FIELDS = ["id", "run", "key", "seq", "data", "edited", "review", "rating", "task"]
+RECORD_FIELDS += ["flag", "flag_reason", "duplicate_of", "step", "restored"]
 
 
 def filters_from(request):
@@ -92,26 +53,16 @@ def filters_from(request):
     return QueryDict(request.POST.get("filters", ""))
 
 
-def querystring(filters, **extra):
-    items = {k: v for k, v in filters.items() if v}
-    items.update({k: v for k, v in extra.items() if v not in (None, "")})
-    return urlencode(items)
-
-
 def counter(run):
-    """How much of the run is reviewed: one aggregate query."""
-    return Record.objects.filter(run=run).aggregate(
-        total=Count("id"),
-        reviewed=Count("id", filter=~Q(review=Record.UNREVIEWED)),
-    )
+    """The run's kept records, how many are reviewed, and what was set aside: one query."""
+    return Record.objects.filter(run=run).counts()
 
 
 def with_lineage(qs, run):
     """Load each record's task and its parents up to the seed input in the same query."""
     depth = max(0, len(run.spec_obj.steps) - 1)
     paths = [lineage_path("task", i) for i in range(depth + 1)]
-    only = ["id", "run", "key", "seq", "data", "edited", "review", "rating", "task"]
-    only += [f"{p}__{f}" for p in paths for f in ("step", "parent")]
+    only = RECORD_FIELDS + [f"{p}__{f}" for p in paths for f in ("step", "parent")]
     return qs.select_related(paths[-1]).only(*only)
 
 
@@ -122,40 +73,72 @@ def lineage_of(record, run, names):
     ]
 
 
-def filter_context(run, filters):
+def number_fields(run, fields):
+    """The fields offered for 'number': a judge's scores first, then every other field."""
+    scores = []
+    for step in run.spec_obj.steps:
+        judge = step.judge
+        for c in judge.criteria if judge is not None else []:
+            if c.scale == "1-5":
+                scores += [f"{c.key}_a", f"{c.key}_b"] if judge.pair else [c.key]
+    return list(dict.fromkeys([k for k in scores if k in fields] + fields))
+
+
+def text_field(run, fields):
+    """The field offered first for 'length': the last output that is not a judge's."""
+    outputs = [s.output_key for s in run.spec_obj.steps if s.judge is None]
+    made = [k for k in reversed(outputs) if k in fields]
+    return made[0] if made else (fields[-1] if fields else "")
+
+
+def filter_context(run, sel):
+    fields = sel.fields(run)
+    numbers = number_fields(run, fields)
     return {
-        "filters": filters,
-        "filter_query": querystring(filters),
+        "filters": sel.filters,
+        "filter_query": sel.query,
+        "filter_items": [(k, v) for k, v in sel.filters.items() if v],
+        "filter_problems": sel.problems,
         "steps": list(enumerate(step_names(run))),
         "statuses": STATUSES,
-        "ratings": ("1", "2", "3", "4", "5", "rated", "unrated"),
+        "ratings": RATINGS,
+        "shows": [(k, words) for k, (words, _) in SHOW.items()],
+        "sorts": list(SORTS.items()),
+        "number_fields": numbers,
+        "length_fields": fields,
+        "number_field": sel.filters.get(NUMBER.field) or (numbers[0] if numbers else ""),
+        "length_field": sel.filters.get(LENGTH.field) or text_field(run, fields),
     }
 
 
 # -- the table -----------------------------------------------------------------------
 
 
+def _rows(run, page, columns):
+    names = step_names(run)
+    notes = aside_notes(run, page)
+    return [
+        {
+            "record": rec,
+            "cells": [pretty(rec.current.get(k)) for k in columns],
+            "lineage": lineage_of(rec, run, names),
+            "note": notes.get(rec.pk),
+        }
+        for rec in page
+    ]
+
+
 @login_required
 def records_table(request, code):
     run = run_for(request.user, code)
-    names = step_names(run)
-    qs, filters = record_filters(run, request.GET)
-    qs = with_lineage(qs, run).order_by("seq", "id")
+    sel = select(run, request.GET)
+    qs = with_lineage(ordered(sel.records, sel.order), run)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     seen = set()
     for rec in page:
         seen.update(rec.current)
     columns = list(in_order(dict.fromkeys(seen), record_keys(run)))
-    rows = []
-    for rec in page:
-        current = rec.current
-        rows.append(
-            {
-                "record": rec,
-                "cells": [pretty(current.get(k)) for k in columns],
-                "lineage": lineage_of(rec, run, names),
-            }
-        )
+    rows = _rows(run, page, columns)
     return render(
         request,
         "runs/records.html",
@@ -164,39 +147,71 @@ def records_table(request, code):
             "page": page,
             "columns": columns,
             "rows": rows,
+            "show_notes": any(row["note"] for row in rows),
             "count": counter(run),
             "ws_path": f"/ws/runs/{run.code}/",
-            **filter_context(run, filters),
+            **filter_context(run, sel),
         },
     )
 
 
+# -- bulk: a confirm page with the count, then the change, recounted on the server -------
+
+
+def _records_url(run, sel):
+    url = reverse("designer:run-records", kwargs={"code": run.code})
+    return f"{url}?{sel.query}" if sel.query else url
+
+
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def records_bulk(request, code):
+    """GET: how many records the filter selects, and a button to change them all. POST: do it."""
     run = run_for(request.user, code)
-    filters = filters_from(request)
-    qs, applied = record_filters(run, filters)
-    action = request.POST.get("action", "")
+    if request.method == "POST":
+        return _bulk_apply(request, run)
+    sel = select(run, request.GET)
+    return _bulk_confirm(request, run, sel, request.GET.get("action", ""))
+
+
+def _bulk_confirm(request, run, sel, action, changed=False):
     if action not in ACTIONS:
         messages.error(request, "Choose accept, reject or unreview for the selected records.")
-    else:
-        n = qs.update(review=ACTIONS[action])
-        verb = {"accept": "Accepted", "reject": "Rejected", "unreview": "Marked unreviewed"}
-        messages.success(request, f"{verb[action]} {n} record(s).")
-    url = reverse("designer:run-records", kwargs={"code": run.code})
-    return redirect(f"{url}?{querystring(applied)}")
+        return redirect(_records_url(run, sel))
+    return render(
+        request,
+        "runs/bulk_confirm.html",
+        {
+            "run": run,
+            "action": action,
+            "verb": VERBS[action],
+            "matching": sel.records.count(),
+            "words": sel.words,
+            "changed": changed,
+            "back_url": _records_url(run, sel),
+            "filter_query": sel.query,
+            "filter_problems": sel.problems,
+        },
+    )
+
+
+def _bulk_apply(request, run):
+    sel = select(run, filters_from(request))
+    action = request.POST.get("action", "")
+    if sel.problems:
+        messages.error(request, "Nothing was changed: fix the filter first. " + sel.problems[0])
+        return redirect(_records_url(run, sel))
+    if action not in ACTIONS:
+        return _bulk_confirm(request, run, sel, action)
+    expected = request.POST.get("expected", "")
+    if expected and expected != str(sel.records.count()):  # the run made or moved records since
+        return _bulk_confirm(request, run, sel, action, changed=True)
+    n = Record.objects.filter(pk__in=sel.records.values("pk")).update(review=ACTIONS[action])
+    messages.success(request, f"{DONE[action]} {n} record(s).")
+    return redirect(_records_url(run, sel))
 
 
 # -- one record at a time ---------------------------------------------------------------
-
-
-def _neighbour(qs, rec, after):
-    if after:
-        cond = Q(seq__gt=rec.seq) | Q(seq=rec.seq, id__gt=rec.id)
-        return qs.filter(cond).order_by("seq", "id")
-    cond = Q(seq__lt=rec.seq) | Q(seq=rec.seq, id__lt=rec.id)
-    return qs.filter(cond).order_by("-seq", "-id")
 
 
 @login_required
@@ -205,66 +220,77 @@ def review_one(request, code):
     return _review_page(request, run)
 
 
+def _shown_record(request, run, sel, base):
+    """The record the query names (by id, or after / before one), else the first; and the anchor id."""
+    for key in ("record", "after", "before"):
+        value = request.GET.get(key, "")
+        if value.isdigit():
+            anchor = get_object_or_404(Record.objects.filter(run=run).only("seq"), pk=value)
+            if key == "record":
+                return base.filter(pk=anchor.pk).first(), anchor.pk
+            ids = beyond(sel, anchor, forward=key == "after").values("id")[:1]
+            return base.filter(pk__in=ids).first(), anchor.pk
+    ids = ordered(sel.records, sel.order).values("id")[:1]
+    return base.filter(pk__in=ids).first(), None
+
+
+def _fields(record, run, edit_values):
+    fields = []
+    for k, v in in_order(record.current, record_keys(run)).items():
+        original = record.data.get(k)
+        shown = pretty(v)
+        fields.append(
+            {
+                "key": k,
+                "value": shown,
+                "edit_value": (edit_values or {}).get(k, shown),
+                "original": pretty(original),
+                "changed": record.edited is not None and original != v,
+                "rows": min(12, max(2, len(shown) // 80 + shown.count("\n") + 1)),
+            }
+        )
+    return fields
+
+
+def _card(run, record, edit_values):
+    """What the one-record view shows of a record beside its fields."""
+    note = aside_notes(run, [record]).get(record.pk)
+    repeats = note and note["repeats"]
+    if repeats and repeats.get("task"):
+        repeats["made"], repeats["more"] = made_from(run, repeats["task"])
+    return {
+        "fields": _fields(record, run, edit_values),
+        "lineage": lineage_of(record, run, step_names(run)),
+        "note": note,
+        "verdicts": verdicts(run, record.current),
+    }
+
+
 def _review_page(request, run, record=None, edit_errors=None, edit_values=None):
-    names = step_names(run)
-    params = request.GET if record is None else filters_from(request)
-    qs, filters = record_filters(run, params)
+    sel = select(run, request.GET if record is None else filters_from(request))
     base = with_lineage(Record.objects.filter(run=run), run)
     anchor_id = None
     if record is None:
-        for key in ("record", "after", "before"):
-            value = request.GET.get(key, "")
-            if value.isdigit():
-                anchor_id = int(value)
-                anchor = get_object_or_404(Record.objects.filter(run=run).only("seq"), pk=value)
-                if key == "record":
-                    record = base.filter(pk=anchor.pk).first()
-                else:
-                    ids = _neighbour(qs, anchor, key == "after").values("id")[:1]
-                    record = base.filter(pk__in=ids).first()
-                break
-        else:
-            record = base.filter(pk__in=qs.order_by("seq", "id").values("id")[:1]).first()
-    position = None
-    if record is not None:
-        position = _neighbour(qs, record, after=False).count() + 1
-    current = {}
-    fields = []
-    if record is not None:
-        current = in_order(record.current, record_keys(run))
-        for k, v in current.items():
-            original = record.data.get(k)
-            fields.append(
-                {
-                    "key": k,
-                    "value": pretty(v),
-                    "edit_value": (edit_values or {}).get(k, pretty(v)),
-                    "original": pretty(original),
-                    "changed": record.edited is not None and original != v,
-                    "rows": min(12, max(2, len(pretty(v)) // 80 + pretty(v).count("\n") + 1)),
-                }
-            )
+        record, anchor_id = _shown_record(request, run, sel, base)
     url = reverse("designer:run-review", kwargs={"code": run.code})
-    return render(
-        request,
-        "runs/review.html",
-        {
-            "run": run,
-            "record": record,
-            "fields": fields,
-            "lineage": lineage_of(record, run, names) if record else [],
-            "position": position,
-            "matching": qs.count(),
-            "count": counter(run),
-            "next_url": f"{url}?{querystring(filters, after=record.pk)}" if record else None,
-            "prev_url": f"{url}?{querystring(filters, before=record.pk)}" if record else None,
-            "back_url": f"{url}?{querystring(filters, record=anchor_id)}" if anchor_id else None,
-            "edit_errors": edit_errors or [],
-            "ws_path": f"/ws/runs/{run.code}/",
-            **filter_context(run, filters),
-        },
-        status=200,
-    )
+    context = {
+        "run": run,
+        "record": record,
+        "matching": sel.records.count(),
+        "count": counter(run),
+        "back_url": f"{url}?{querystring(sel.filters, record=anchor_id)}" if anchor_id else None,
+        "edit_errors": edit_errors or [],
+        "ws_path": f"/ws/runs/{run.code}/",
+        **filter_context(run, sel),
+    }
+    if record is not None:
+        context.update(
+            _card(run, record, edit_values),
+            position=beyond(sel, record, forward=False).count() + 1,
+            next_url=f"{url}?{querystring(sel.filters, after=record.pk)}",
+            prev_url=f"{url}?{querystring(sel.filters, before=record.pk)}",
+        )
+    return render(request, "runs/review.html", context)
 
 
 def _back(run, record, filters, advance):
@@ -279,7 +305,7 @@ def record_review(request, code, record_id):
     """Accept, reject, unreview (and move on to the next record), or rate (and stay)."""
     run = run_for(request.user, code)
     record = get_object_or_404(Record, run=run, pk=record_id)
-    _, filters = record_filters(run, filters_from(request))
+    filters = select(run, filters_from(request)).filters
     action = request.POST.get("action", "")
     if action in ACTIONS:
         Record.objects.filter(pk=record.pk).update(review=ACTIONS[action])
@@ -295,6 +321,25 @@ def record_review(request, code, record_id):
         return _back(run, record, filters, advance=False)
     messages.error(request, "Unknown action: accept, reject, unreview or rate.")
     return _back(run, record, filters, advance=False)
+
+
+@login_required
+@require_POST
+def record_restore(request, code, record_id):
+    """Put a set-aside record back among the run's records; back to the table or the record."""
+    run = run_for(request.user, code)
+    record = get_object_or_404(Record, run=run, pk=record_id)
+    sel = select(run, filters_from(request))
+    if record.flag:
+        record.restore()
+        messages.success(
+            request, f"Restored {record.key}: it counts among the run's records again."
+        )
+    else:
+        messages.info(request, f"{record.key} was not set aside: nothing to restore.")
+    if request.POST.get("back") == "records":
+        return redirect(_records_url(run, sel))
+    return _back(run, record, sel.filters, advance=False)
 
 
 def apply_edit(record, posted):
@@ -325,7 +370,7 @@ def apply_edit(record, posted):
 def record_edit(request, code, record_id):
     run = run_for(request.user, code)
     record = get_object_or_404(Record, run=run, pk=record_id)
-    _, filters = record_filters(run, filters_from(request))
+    filters = select(run, filters_from(request)).filters
     if request.POST.get("action") == "restore":
         Record.objects.filter(pk=record.pk).update(edited=None)
         messages.success(request, "Restored the original record.")
@@ -350,4 +395,9 @@ urlpatterns = [
     path("runs/<uuid:code>/review/", review_one, name="run-review"),
     path("runs/<uuid:code>/records/<int:record_id>/review/", record_review, name="record-review"),
     path("runs/<uuid:code>/records/<int:record_id>/edit/", record_edit, name="record-edit"),
+    path(
+        "runs/<uuid:code>/records/<int:record_id>/restore/",
+        record_restore,
+        name="record-restore",
+    ),
 ]

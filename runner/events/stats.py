@@ -95,14 +95,7 @@ def run_state(run, now=None):
     speed = rate or average
     eta = round(remaining / speed) if active and remaining and speed > 0 else None
 
-    records = Record.objects.filter(run_id=run.pk).aggregate(
-        total=Count("id", filter=Q(flag="")),
-        accepted=Count("id", filter=Q(flag="", review=Record.ACCEPTED)),
-        rejected=Count("id", filter=Q(flag="", review=Record.REJECTED)),
-        filtered=Count("id", filter=Q(flag=Record.FILTERED)),
-        duplicates=Count("id", filter=Q(flag=Record.DUPLICATE)),
-        near_duplicates=Count("id", filter=Q(flag=Record.NEAR_DUPLICATE)),
-    )
+    records = Record.objects.filter(run_id=run.pk).counts()
     failed = sum(s["counts"][Task.FAILED] for s in steps)
     failures = failure_summary(run, limit=FAILURE_REASONS) if failed else []
     state = {
@@ -114,7 +107,7 @@ def run_state(run, now=None):
         "error": run.error,
         "steps": steps,
         "records": records["total"],
-        "reviewed": records["accepted"] + records["rejected"],
+        "reviewed": records["reviewed"],
         "accepted": records["accepted"],
         "rejected": records["rejected"],
         "set_aside": {

@@ -308,6 +308,22 @@ class RecordQuerySet(models.QuerySet):
         """Records a filter or the duplicate check set aside."""
         return self.exclude(flag="")
 
+    def counts(self):
+        """In one query: the kept records, how many are reviewed, and what was set aside, by why."""
+        kept = models.Q(flag="")
+        agg = self.aggregate(
+            total=models.Count("id", filter=kept),
+            accepted=models.Count("id", filter=kept & models.Q(review=Record.ACCEPTED)),
+            rejected=models.Count("id", filter=kept & models.Q(review=Record.REJECTED)),
+            filtered=models.Count("id", filter=models.Q(flag=Record.FILTERED)),
+            duplicates=models.Count("id", filter=models.Q(flag=Record.DUPLICATE)),
+            near_duplicates=models.Count("id", filter=models.Q(flag=Record.NEAR_DUPLICATE)),
+            restored=models.Count("id", filter=kept & models.Q(restored=True)),
+        )
+        agg["reviewed"] = agg["accepted"] + agg["rejected"]
+        agg["set_aside"] = agg["filtered"] + agg["duplicates"] + agg["near_duplicates"]
+        return agg
+
 
 class Record(models.Model):
     """One row of a run's dataset, with its lineage back to the seed input.

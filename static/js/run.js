@@ -203,6 +203,11 @@
     ].forEach(function (k) {
       if (s[k] !== undefined && s[k] !== null) bind(k, String(s[k]));
     });
+    if (s.set_aside) {
+      ["filtered", "duplicates", "near_duplicates"].forEach(function (k) {
+        bind(k, String(s.set_aside[k]));
+      });
+    }
     bind("percent", (Math.round(s.progress * 1000) / 10).toString() + "%");
     const paused = s.status === "paused";
     if (hasCost) {

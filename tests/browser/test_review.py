@@ -8,6 +8,7 @@ import pytest
 
 from runner.models import Record
 
+from ..designer.test_review_quality import quality_run
 from ..designer.test_runs import make_run
 from .conftest import login
 
@@ -96,4 +97,38 @@ def test_export_downloaded_from_the_page_has_the_rows_and_fields(page, owner):
     assert len(rows) == 4
     assert [m["role"] for m in rows[0]["messages"]] == ["user", "assistant"]
     assert rows[0]["messages"][1]["content"] == recs[0].data["answer"]
+    assert page.console_errors == []
+
+
+def test_restore_a_filtered_out_record_and_the_counts_follow(page, owner):
+    run, recs = quality_run(owner)
+    logged_in(page, owner)
+    page.goto(f"/runs/{run.code}/review/")
+    counts = page.locator("#aside-counts")
+    assert "2 filtered out" in counts.inner_text()
+    assert "0 of 5 reviewed" in page.locator("#review-counter").inner_text()
+    assert shown_record(page) == recs["k1"].pk  # kept records first
+
+    page.select_option('select[name="flag"]', "filtered")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Filter").click()
+    assert shown_record(page) == recs["f1"].pk
+    note = page.locator(".aside-note")
+    assert "Filtered out: score is '1' (keep only score at least 2)." in note.inner_text()
+    assert "at step judge" in note.inner_text()
+
+    with page.expect_navigation():
+        note.get_by_role("button", name="Restore").click()
+    assert shown_record(page) == recs["f1"].pk
+    assert "restored" in page.locator(".aside-note").inner_text()
+    assert page.locator(".aside-note button.restore").count() == 0
+    assert "1 filtered out" in counts.inner_text() and "1 restored" in counts.inner_text()
+    assert "0 of 6 reviewed" in page.locator("#review-counter").inner_text()
+
+    with page.expect_navigation():
+        counts.get_by_role("link", name="1 filtered out").click()
+    rows = page.locator("tr[data-record]")
+    assert rows.count() == 1 and rows.get_attribute("data-record") == str(recs["f2"].pk)
+    recs["f1"].refresh_from_db()
+    assert recs["f1"].flag == "" and recs["f1"].restored
     assert page.console_errors == []

@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from runner.events import quality as run_quality
 from runner.export import in_order, record_keys
 from runner.models import Record
 from runner.spec import tables
@@ -332,6 +333,7 @@ def record_restore(request, code, record_id):
     sel = select(run, filters_from(request))
     if record.flag:
         record.restore()
+        run_quality.forget(run)  # the run's measure counts it now
         messages.success(
             request, f"Restored {record.key}: it counts among the run's records again."
         )

@@ -152,8 +152,16 @@ def _field_label(name):
     return name.replace("_", " ").capitalize()
 
 
+def _literal(text):
+    """Text put into the judge's template as it is: every brace written by the template
+    itself, so `{{`, `{%` or `{#` in a rubric is never filled in or run."""
+    return "".join('{{ "{" }}' if ch == "{" else ch for ch in text)
+
+
 def judge_prompt(judge):
-    """The judge's prompt (a sandboxed template over the judged fields)."""
+    """The judge's prompt (a sandboxed template over the judged fields).
+
+    The rubric's own words (instructions, descriptions, levels) are literal text."""
     lines = []
     if judge.pair:
         lines.append(
@@ -163,7 +171,7 @@ def judge_prompt(judge):
     else:
         lines.append("You are a careful judge. Score the text below against the rubric.")
     if judge.instructions.strip():
-        lines += ["", judge.instructions.strip()]
+        lines += ["", _literal(judge.instructions.strip())]
     lines.append("")
     for name in judge.fields:
         lines += [f"{_field_label(name)}:", "{{ " + name + " }}", ""]
@@ -175,10 +183,10 @@ def judge_prompt(judge):
         scale = (
             "a whole number from 1 (worst) to 5 (best)" if c.scale == "1-5" else '"pass" or "fail"'
         )
-        lines.append(f"- {c.key}: {c.description or _field_label(c.key)} ({scale})")
+        lines.append(f"- {c.key}: {_literal(c.description) or _field_label(c.key)} ({scale})")
         for level, meaning in sorted(c.levels.items()):
             if meaning.strip():
-                lines.append(f"    {level}: {meaning.strip()}")
+                lines.append(f"    {level}: {_literal(meaning.strip())}")
     lines.append("")
     example_scores = {c.key: (4 if c.scale == "1-5" else PASS) for c in judge.criteria}
     if judge.pair:

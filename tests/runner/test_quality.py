@@ -184,3 +184,24 @@ def test_a_bad_rubric_is_refused_in_plain_words():
         PipelineSpec.load(_spec({**ASK, "keep": [{"field": "question", "op": ">=", "value": "x"}]}))
     assert "Value error" not in str(err.value)
     assert "needs a number" in str(err.value)
+
+
+def test_a_rubrics_own_words_are_never_filled_in_as_a_template():
+    from runner.spec import templating
+
+    judge = q.JudgeSpec(
+        fields=["answer"],
+        criteria=[
+            q.Criterion(
+                key="score",
+                description="Does it quote {{ secret }} or {% for x in y %}loop{% endfor %}?",
+                levels={"1": "{# a comment #} it does"},
+            )
+        ],
+        instructions="Ignore {{answer}} written here.",
+    )
+    text = templating.render(q.judge_prompt(judge), {"answer": "Forty-two", "secret": "hidden"})
+    assert "Does it quote {{ secret }} or {% for x in y %}loop{% endfor %}?" in text
+    assert "1: {# a comment #} it does" in text
+    assert "Ignore {{answer}} written here." in text
+    assert "Forty-two" in text and "hidden" not in text  # the judged field itself is filled in

@@ -29,8 +29,10 @@ from runner.spec import CallbackSpec, PipelineSpec, StepSpec, tables
 
 from .access import pipeline_for
 from .actions import save_version
+from .quality_form import QualityStepForm as StepForm  # the step form: workflow, judge, quality
+from .quality_form import known_fields, new_judge
+from .quality_rows import judge_words, quality_words
 from .step_forms import TryForm, output_format_label, plain_words, problems_by_step
-from .workflow_form import WorkflowStepForm as StepForm  # the step form, with its workflow
 
 PROMPT_START = 90
 QUEUE_DOWN = "The workers' queue (Redis) cannot be reached right now; try again in a moment."
@@ -64,6 +66,7 @@ class Kind:
     prompt: str
     output_format: str = "text"
     callback: tuple = (("type", "default"),)
+    button: str = "Add"
 
 
 PALETTE = [
@@ -115,6 +118,15 @@ PALETTE = [
         "text",
         (("type", "split_lines"), ("item_key", "line")),
     ),
+    Kind(
+        "judge",
+        "Judge with a rubric",
+        "Scores each record on criteria you write; the scores become fields (1 -> 1).",
+        "judge",
+        "judge",
+        "",
+        button="Add a judge step",
+    ),
 ]
 KINDS = {k.slug: k for k in PALETTE}
 
@@ -128,26 +140,36 @@ def _unique(base, taken, sep):
     return f"{base}{sep}{n}"
 
 
+def _taken_keys(spec):
+    """Every key the pipeline already makes or reads, so a new step's names are its own."""
+    contexts = spec.contexts()
+    taken = set(spec.first_step_keys())
+    for i, step in enumerate(spec.steps):
+        taken.add(step.output_key)
+        taken.update(step.result_keys())
+        if contexts[i]:
+            taken.update(contexts[i])
+    return taken
+
+
 def new_step(kind, spec, index):
     """A ready-to-edit step of a palette kind, for position `index` of `spec`."""
     k = KINDS[kind]
+    taken_keys = _taken_keys(spec)
+    output_key = _unique(k.output_key, taken_keys, "_")
+    name = _unique(k.name, {s.name for s in spec.steps}, " ")
+    if kind == "judge":
+        score = _unique("score", taken_keys | {output_key}, "_")
+        return new_judge(spec, index, name, output_key, score)
     if index > 0:
         variable = (spec.steps[index - 1].result_keys() or ["topic"])[0]
     else:
         variable = (spec.first_step_keys() or ["topic"])[0]
-    contexts = spec.contexts()
-    taken_keys = set(spec.first_step_keys())
-    for i, step in enumerate(spec.steps):
-        taken_keys.add(step.output_key)
-        taken_keys.update(step.result_keys())
-        if contexts[i]:
-            taken_keys.update(contexts[i])
-    output_key = _unique(k.output_key, taken_keys, "_")
     callback = dict(k.callback)
     if callback.get("item_key"):
         callback["item_key"] = _unique(callback["item_key"], taken_keys | {output_key}, "_")
     return StepSpec(
-        name=_unique(k.name, {s.name for s in spec.steps}, " "),
+        name=name,
         prompt=k.prompt % variable,
         output_format=k.output_format,
         output_key=output_key,
@@ -231,6 +253,9 @@ def _cards(spec, per_step):
                 "fan_words": _fan_words(cb),
                 "arrow": f"{prev.fan}: {_fan_words(prev.callback)}" if prev else "",
                 "problems": [plain_words(p) for p in per_step.get(i, [])],
+                "judge": judge_words(step.judge) if step.judge else "",
+                "adds": step.judge.result_keys() if step.judge else [],
+                "quality": quality_words(step),
             }
         )
     return cards
@@ -265,7 +290,9 @@ def render_editor(request, pipeline, spec, *, panel=None, message="", full=False
 def _step_panel(request, spec, index, form=None, applied=False):
     step = spec.steps[index]
     if form is None:
-        form = StepForm.for_step(step, index, _providers(request.user))
+        form = StepForm.for_step(
+            step, index, _providers(request.user), fields=known_fields(spec, index)
+        )
     per_step, _ = problems_by_step(spec)
     form.show_problems(per_step.get(index, []))
     return {
@@ -314,7 +341,12 @@ def _apply_step_form(request, spec):
     if request.POST.get("step-index") is None:
         return spec, None, True
     index = _index(request, "step-index", len(spec.steps))
-    form = StepForm(request.POST, providers=_providers(request.user), step=spec.steps[index])
+    form = StepForm(
+        request.POST,
+        providers=_providers(request.user),
+        step=spec.steps[index],
+        fields=known_fields(spec, index),
+    )
     if not form.is_valid() or form.step is None:
         return spec, form, False
     return _with_step(spec, index, form.step), form, True

@@ -42,6 +42,11 @@ SENTENCES = {
     "unknown_group_by": "The tasks of this step don't carry “{key}”. {group_by}",
     "schema_needs_object": "Named fields only apply to the “JSON object” output format.",
     "no_steps": "The pipeline has no steps yet: drag one in from the palette.",
+    "judge_and_workflow": "A step is a judge or a workflow, not both: choose one above.",
+    "judge_needs_default": "A judge scores each record it is given: set “Then” to “One to one”.",
+    "unknown_judge_field": "The records here have no field “{key}” to judge. {they_have}",
+    "unknown_keep_field": "This step's results have no field “{key}” to check. {they_have}",
+    "unknown_dedup_field": "This step's results have no field “{key}” to compare. {they_have}",
 }
 # Codes whose sentence already reads well: shown as it is, with a capital letter.
 AS_WRITTEN = {
@@ -74,6 +79,12 @@ def _names(available, lead):
     return f"{lead}: {names}."
 
 
+def _fields(available, lead):
+    if not available:
+        return "No step before this one makes anything yet."
+    return f"{lead}: {', '.join(available)}."
+
+
 def _words(params):
     available = params.get("available") or []
     other = params.get("other")
@@ -82,6 +93,7 @@ def _words(params):
         "can_use": _names(available, "You can use"),
         "inputs_are": _names(available, "The inputs are"),
         "group_by": _names(available, "You can group by"),
+        "they_have": _fields(available, "They have"),
         "other_number": "" if other is None else other + 1,
     }
 
@@ -251,7 +263,7 @@ class StepForm(forms.Form):
         self.step = None
 
     @classmethod
-    def for_step(cls, step, index, providers):
+    def for_step(cls, step, index, providers, **kwargs):
         cb = step.callback
         schema = step.output_schema or {}
         initial = {
@@ -275,7 +287,7 @@ class StepForm(forms.Form):
             "field": cb.field or "",
         }
         data = {f"{cls.prefix}-{k}": ("" if v is None else v) for k, v in initial.items()}
-        form = cls(data, providers=providers, step=step)
+        form = cls(data, providers=providers, step=step, **kwargs)
         form.is_valid()  # a bound form, so problems can be shown beside its fields
         return form
 

@@ -62,7 +62,8 @@ INPUT_WORDS = {
 }
 
 
-def _list(data, name):
+def posted_list(data, name):
+    """Every value posted under `name`, in page order (a QueryDict, or a dict of lists)."""
     if hasattr(data, "getlist"):
         return data.getlist(name)
     value = data.get(name, [])
@@ -202,12 +203,12 @@ class WorkflowFields:
 
     def __init__(self, data, prefix="wf-"):
         self.prefix = prefix
-        columns = {f: _list(data, prefix + f) for f in ROW_FIELDS}
+        columns = {f: posted_list(data, prefix + f) for f in ROW_FIELDS}
         size = max((len(v) for v in columns.values()), default=0)
         self.rows = [{f: (columns[f][i] if i < len(columns[f]) else "") for f in ROW_FIELDS}
                      for i in range(size)]  # fmt: skip
-        self.returns = [k.strip() for k in _list(data, prefix + "return") if k.strip()]
-        self.limits = {k: (_list(data, prefix + k) or [""])[0].strip() for k in ("max_steps", "max_time", "max_tokens")}  # fmt: skip
+        self.returns = [k.strip() for k in posted_list(data, prefix + "return") if k.strip()]
+        self.limits = {k: (posted_list(data, prefix + k) or [""])[0].strip() for k in ("max_steps", "max_time", "max_tokens")}  # fmt: skip
         self.errors = []
         for i, row in enumerate(self.rows):
             row["n"] = i + 1

@@ -203,7 +203,7 @@ def test_build_try_save_and_launch_qa_from_topics(page, user, provider, pipeline
     assert dialogs[0][0] == "confirm" and "Remove the step “question”?" in dialogs[0][1]
     assert page.locator("#steps li.step-card").count() == 2
     # the palette's buttons still work after its items were dragged
-    assert page.locator("#palette li").count() == 5
+    assert page.locator("#palette li").count() == 6
     click_and_swap(page, "#palette li[data-kind=text] .add-step")
     assert page.locator("#steps li.step-card .step-name").all_inner_texts() == [
         "subtopics",
@@ -303,4 +303,63 @@ def test_launch_one_input_and_a_file_over_the_limit(page, user, provider, fake_l
     run = Run.objects.get()
     assert page.url.endswith(f"/runs/{run.code}/")
     assert run.inputs == [{"topic": "Honey bees"}] and run.pipeline_version == 1
+    assert page.console_errors == []
+
+
+def test_add_a_judge_with_a_criterion_and_keep_only_its_best(page, user):
+    from runner.spec import library
+
+    pipeline = create_pipeline(user, library.get("qa-from-topics").spec, name="QA")
+    login(page, "ada", "a-long-password-1")
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
+    page.goto(f"/pipelines/{pipeline.code}/edit/")
+    click_and_swap(page, "#palette li[data-kind=judge] .add-step")
+    assert page.locator("#palette li[data-kind=judge] .add-step").inner_text() == "Add a judge step"
+    page.wait_for_selector("#step-form h2:has-text('Step 4: judge')")
+    assert page.locator("#judge").is_visible() and page.locator("#id_step-prompt").is_hidden()
+    ticked = page.locator("#step-form input[name=step-judge]:checked")
+    assert [ticked.nth(i).get_attribute("value") for i in range(ticked.count())] == [
+        "question",
+        "answer",
+    ]
+
+    # one criterion: its name, what it measures, and what its levels mean
+    row = page.locator("#criteria-rows > li.crit").nth(0)
+    row.locator("input[name=crit-key]").fill("helpfulness")
+    row.locator("input[name=crit-description]").fill("How helpful the answer is")
+    row.locator("select[name=crit-scale]").select_option("pass_fail")
+    assert row.locator("input[name=crit-level_5]").is_hidden()
+    assert row.locator("input[name=crit-level_pass]").is_visible()
+    row.locator("select[name=crit-scale]").select_option("1-5")
+    row.locator("input[name=crit-level_1]").fill("no help at all")
+    row.locator("input[name=crit-level_5]").fill("complete and correct")
+    page.click("#crit-add")  # a second row, removed again
+    assert page.locator("#criteria-rows > li.crit").count() == 2
+    assert page.locator("#criteria-rows > li.crit .crit-number").all_inner_texts() == ["1", "2"]
+    page.locator("#criteria-rows > li.crit").nth(1).locator(".crit-remove").click()
+    assert page.locator("#criteria-rows > li.crit").count() == 1
+
+    # keep only the best answers
+    assert page.locator("#keep-rows > li").count() == 0
+    page.click("#keep-add")
+    keep = page.locator("#keep-rows > li.keep-row").nth(0)
+    keep.locator("input[name=keep-field]").fill("helpfulness")
+    keep.locator("select[name=keep-op]").select_option(label="at least")
+    keep.locator("input[name=keep-value]").fill("4")
+    assert "Unsaved changes" in page.locator("#save-status").inner_text()
+    apply(page)
+
+    card = page.locator("#steps li.step-card").nth(3)
+    assert card.locator(".judge-words").inner_text() == "Judges question, answer on 1 criterion"
+    assert card.locator(".quality-words").all_inner_texts() == [
+        "Keeps only: helpfulness at least 4"
+    ]
+    page.click("#save-button")
+    page.wait_for_selector("#save-status:has-text('Saved as version 2.')")
+    step = pipeline.spec().steps[3]
+    assert [(c.key, c.scale, c.levels) for c in step.judge.criteria] == [
+        ("helpfulness", "1-5", {"1": "no help at all", "5": "complete and correct"})
+    ]
+    assert step.judge.fields == ["question", "answer"]
+    assert [(f.field, f.op, f.value) for f in step.keep] == [("helpfulness", ">=", "4")]
     assert page.console_errors == []

@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 
+from designer.editor import StepForm  # the step form the designer shows
 from designer.step_forms import (
     AS_WRITTEN,
     SENTENCES,
-    StepForm,
     plain_problem,
     plain_words,
     problems_by_step,

@@ -56,6 +56,8 @@ class FormFields(HTMLParser):
             return
         if tag == "input" and a.get("name") and a.get("type") != "checkbox":
             self.fields.append((a["name"], a.get("value") or ""))
+        elif tag == "input" and a.get("name") and "checked" in a:  # a ticked checkbox
+            self.fields.append((a["name"], a.get("value") or "on"))
         elif tag == "textarea":
             self.textarea = [a["name"], ""]
         elif tag == "select":

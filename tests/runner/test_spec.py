@@ -763,6 +763,40 @@ BAD_SPECS = [
             (2, "prompt", "bad_template"),
         ],
     ),
+    (
+        {
+            "steps": [
+                step(
+                    "ask",
+                    "{{topic}}",
+                    "q",
+                    keep=[{"field": "nope", "op": ">=", "value": "1"}],
+                    dedup={"field": "gone"},
+                ),
+                {
+                    "name": "grade",
+                    "judge": {"fields": ["missing"], "criteria": [{"key": "score"}]},
+                    "callback": {"type": "broadcast", "n": 2},
+                },
+                {
+                    "name": "both",
+                    "output_key": "b",
+                    "judge": {"fields": ["q"], "criteria": [{"key": "s2"}]},
+                    "workflow": {
+                        "tasks": [{"id": "t", "prompt": "{{q}}", "outputs": [{"key": "w"}]}],
+                        "return_value": ["w"],
+                    },
+                },
+            ]
+        },
+        [
+            (0, "keep", "unknown_keep_field"),
+            (0, "dedup", "unknown_dedup_field"),
+            (1, "callback", "judge_needs_default"),
+            (1, "judge", "unknown_judge_field"),
+            (2, "judge", "judge_and_workflow"),
+        ],
+    ),
     ("not json {", [(None, "", "not_json")]),
     ([1, 2], [(None, "", "not_an_object")]),
     (

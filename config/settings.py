@@ -101,6 +101,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",  # request.htmx
+    "designer.people.TemporaryPasswordMiddleware",  # an admin-made account sets its password
     "axes.middleware.AxesMiddleware",  # the lockout page after too many failed log-ins
 ]
 
@@ -117,6 +118,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "designer.people.workspace_context",
             ],
         },
     },

@@ -1,19 +1,75 @@
-"""Access helpers: the object if the user owns it, else 404 (never 403: no hint it exists)."""
+"""Who may see and do what: an object of a workspace the user is not in is a 404 (no hint
+it exists); one whose workspace's role does not allow the action is a 403.
 
-from django.shortcuts import get_object_or_404
+`pipeline_for(user, code, need)`, `run_for(...)` and `provider_for(...)` return the
+object; `need` is one of runner.models.workspaces' needs (see its `CAN` table).
+`current(request)` is the member record of the workspace the user works in now (the
+one chosen with the switcher, kept in the session, else their first).
+"""
 
-from runner.models import Provider, Run
+from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery
+from django.http import Http404
+
+from runner.models import Member, Provider, Run, Workspace
+from runner.models.workspaces import PIPELINES, PROVIDERS, RUNS
 
 from .models import Pipeline
 
-
-def pipeline_for(user, code):
-    return get_object_or_404(Pipeline, code=code, owner=user)
+SESSION_KEY = "workspace"
 
 
-def run_for(user, code):
-    return get_object_or_404(Run, code=code, owner=user)
+def _in_workspace(model, user, code, need):
+    """The object and the user's role in its workspace, in one query."""
+    role = Member.objects.filter(user=user, workspace_id=OuterRef("workspace_id")).values("role")
+    obj = model.objects.filter(code=code).annotate(my_role=Subquery(role[:1])).first()
+    if obj is None or obj.my_role is None:
+        raise Http404(f"no such {model._meta.verbose_name}")
+    member = Member(workspace_id=obj.workspace_id, user=user, role=obj.my_role)
+    _refuse_unless(member, need)
+    obj.member = member
+    return obj
 
 
-def provider_for(user, code):
-    return get_object_or_404(Provider, code=code, owner=user)
+def _refuse_unless(member, what):
+    if not member.can(what):
+        raise PermissionDenied(f"As {member.get_role_display().lower()} you cannot {what} here")
+
+
+def pipeline_for(user, code, need=PIPELINES):
+    return _in_workspace(Pipeline, user, code, need)
+
+
+def run_for(user, code, need=RUNS):
+    return _in_workspace(Run, user, code, need)
+
+
+def provider_for(user, code, need=PROVIDERS):
+    return _in_workspace(Provider, user, code, need)
+
+
+def memberships(request):
+    """The user's member records (with their workspaces), read once per request."""
+    cached = getattr(request, "_memberships", None)
+    if cached is None:
+        query = Member.objects.filter(user=request.user).select_related("workspace")
+        cached = list(query.order_by("pk"))
+        if not cached:  # an account made outside the product (the admin): its own workspace
+            Workspace.personal(request.user)
+            cached = list(query.order_by("pk"))
+        request._memberships = cached
+    return cached
+
+
+def current(request):
+    """The user's member record of the workspace they work in now."""
+    mine = memberships(request)
+    chosen = request.session.get(SESSION_KEY)
+    return next((m for m in mine if str(m.workspace.code) == chosen), mine[0])
+
+
+def need(request, what):
+    """The current member record, or 403 when their role may not do `what`."""
+    member = current(request)
+    _refuse_unless(member, what)
+    return member

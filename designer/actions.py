@@ -13,10 +13,11 @@ from runner.spec import PipelineSpec
 from .models import Pipeline, PipelineVersion
 
 
-def create_pipeline(owner, spec: PipelineSpec, name=None, note="created"):
-    """A new pipeline whose first version is `spec` (which may still be incomplete)."""
+def create_pipeline(owner, spec: PipelineSpec, name=None, note="created", workspace=None):
+    """A new pipeline whose first version is `spec` (which may still be incomplete), in
+    `workspace` (the owner's first when not given)."""
     with transaction.atomic():
-        pipeline = Pipeline.objects.create(owner=owner, name=name or spec.name)
+        pipeline = Pipeline.objects.create(owner=owner, workspace=workspace, name=name or spec.name)
         data = spec.model_copy(update={"name": pipeline.name}).to_dict()
         PipelineVersion.objects.create(pipeline=pipeline, number=1, spec=data, note=note)
     return pipeline
@@ -50,6 +51,7 @@ def duplicate_pipeline(pipeline, owner):
         pipeline.spec(),
         name=f"Copy of {pipeline.name}"[:200],
         note=f"copied from {pipeline.name}",
+        workspace=pipeline.workspace,
     )
 
 
@@ -58,23 +60,24 @@ def restore_version(pipeline, version):
     return save_version(pipeline, spec, note=f"restored version {version.number}")
 
 
-def import_pipeline(owner, spec: PipelineSpec, filename=""):
+def import_pipeline(owner, spec: PipelineSpec, filename="", workspace=None):
     note = f"imported from {filename}"[:200] if filename else "imported"
-    return create_pipeline(owner, spec, note=note)
+    return create_pipeline(owner, spec, note=note, workspace=workspace)
 
 
-def pipeline_from_template(owner, template):
-    return create_pipeline(owner, template.spec, note=f"from the template {template.title}"[:200])
+def pipeline_from_template(owner, template, workspace=None):
+    note = f"from the template {template.title}"[:200]
+    return create_pipeline(owner, template.spec, note=note, workspace=workspace)
 
 
-def save_provider(owner, data, provider=None):
+def save_provider(owner, data, provider=None, workspace=None):
     """Create or update a provider from a ProviderForm's cleaned data.
 
     An empty key keeps the saved one; a new key is stored encrypted. Prices are
     {model: [input, output]} dollars per million tokens (see runner/costs.py).
     """
     if provider is None:
-        provider = Provider(owner=owner)
+        provider = Provider(owner=owner, workspace=workspace)
     provider.name = data["name"]
     provider.kind = data["kind"]
     provider.base_url = data["base_url"]

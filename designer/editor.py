@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from runner.engine import trial
 from runner.models import Provider
+from runner.models.workspaces import EDIT, PIPELINES
 from runner.spec import CallbackSpec, PipelineSpec, StepSpec, tables
 
 from .access import pipeline_for
@@ -180,8 +181,10 @@ def new_step(kind, spec, index):
 # -- the draft --------------------------------------------------------------------------
 
 
-def _providers(user):
-    return list(Provider.objects.filter(owner=user).order_by("name"))
+def _providers(request):
+    """The providers a step of the pipeline being edited can use: its workspace's."""
+    workspace = request.editing.workspace
+    return list(Provider.objects.filter(workspace=workspace).order_by("name"))
 
 
 def read_draft(request, pipeline):
@@ -290,9 +293,7 @@ def render_editor(request, pipeline, spec, *, panel=None, message="", full=False
 def _step_panel(request, spec, index, form=None, applied=False):
     step = spec.steps[index]
     if form is None:
-        form = StepForm.for_step(
-            step, index, _providers(request.user), fields=known_fields(spec, index)
-        )
+        form = StepForm.for_step(step, index, _providers(request), fields=known_fields(spec, index))
     per_step, _ = problems_by_step(spec)
     form.show_problems(per_step.get(index, []))
     return {
@@ -309,7 +310,7 @@ def _step_panel(request, spec, index, form=None, applied=False):
 def _try_panel(request, spec, index, form=None, trial_data=None):
     step = spec.steps[index]
     if form is None:
-        form = TryForm(initial={"index": index}, step=step, providers=_providers(request.user))
+        form = TryForm(initial={"index": index}, step=step, providers=_providers(request))
     active = bool(trial_data) and trial_data["status"] in trial.ACTIVE
     return {
         "kind": "try",
@@ -327,7 +328,8 @@ def _editor_view(fn):
     @functools.wraps(fn)
     @login_required
     def view(request, code, *args, **kwargs):
-        pipeline = pipeline_for(request.user, code)
+        pipeline = pipeline_for(request.user, code, EDIT if request.method == "POST" else PIPELINES)
+        request.editing = pipeline
         try:
             return fn(request, pipeline, *args, **kwargs)
         except BadRequest as exc:
@@ -343,7 +345,7 @@ def _apply_step_form(request, spec):
     index = _index(request, "step-index", len(spec.steps))
     form = StepForm(
         request.POST,
-        providers=_providers(request.user),
+        providers=_providers(request),
         step=spec.steps[index],
         fields=known_fields(spec, index),
     )
@@ -471,7 +473,7 @@ def start_try(request, pipeline):
     spec = read_draft(request, pipeline)
     index = _index(request, "try-index", len(spec.steps))
     step = spec.steps[index]
-    form = TryForm(request.POST, step=step, providers=_providers(request.user))
+    form = TryForm(request.POST, step=step, providers=_providers(request))
     trial_data = None
     if form.is_valid():
         try:

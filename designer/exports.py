@@ -16,6 +16,7 @@ from django.urls import path
 from django.utils.text import slugify
 
 from runner import export
+from runner.models.workspaces import EXPORT
 
 from .access import run_for
 from .review import counter
@@ -101,7 +102,7 @@ def _form(request, run, keys, params=None, problems=None):
 
 @login_required
 def export_page(request, code):
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, EXPORT)
     return _form(request, run, export.record_keys(run))
 
 
@@ -118,7 +119,7 @@ async def _async_chunks(chunks):
 
 @login_required
 def export_download(request, code):
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, EXPORT)
     keys = export.record_keys(run)
     options, kind, package, problems = options_from(request.GET, keys, run)
     if problems:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from runner.engine import LaunchError, estimate_run, launch_run
 from runner.models import Provider
+from runner.models.workspaces import CONTROL
 from runner.spec import PipelineSpec, SpecError
 from runner.spec import estimate as estimator
 
@@ -58,7 +59,9 @@ def cost_estimate(spec, inputs, owner, provider):
     if provider is None or spec is None or not spec.steps:
         return None
     try:
-        est = estimate_run(owner, spec, inputs or [{}], providers={"*": provider.pk})
+        est = estimate_run(
+            owner, spec, inputs or [{}], providers={"*": provider.pk}, workspace=provider.workspace
+        )
     except (LaunchError, SpecError) as exc:
         problems = getattr(exc, "problems", None) or [str(exc)]
         return CostEstimate(False, "cost unknown: " + plain_problem(problems[0]))
@@ -115,7 +118,7 @@ class LaunchForm(forms.Form):
         },
     )
 
-    def __init__(self, *args, user, variables, cost_url="", **kwargs):
+    def __init__(self, *args, workspace, variables, cost_url="", **kwargs):
         super().__init__(*args, **kwargs)
         self.variables = variables
         lim = limits()
@@ -131,7 +134,7 @@ class LaunchForm(forms.Form):
                     "hx-swap": "outerHTML",
                 }
             )
-        providers = Provider.objects.filter(owner=user).order_by("name")
+        providers = Provider.objects.filter(workspace=workspace).order_by("name")
         self.fields["provider"].queryset = providers
         if not self.is_bound:
             only = list(providers[:2])
@@ -238,7 +241,7 @@ def _page(request, pipeline, version, spec, problems, form):
         "problems": problems,
         "form": form,
         "variables": variables,
-        "has_providers": Provider.objects.filter(owner=request.user).exists(),
+        "has_providers": Provider.objects.filter(workspace=pipeline.workspace).exists(),
         "estimate": estimator.estimate(spec, [{}]) if spec and spec.steps else None,
         "preview": _preview(form.table, variables, form.mapping) if form.table else None,
         "max_mb": f"{limits().max_bytes / 1024 / 1024:g}",
@@ -265,16 +268,20 @@ def _cost_inputs(form):
 def _form(request, pipeline, variables, bound=True):
     cost_url = reverse("designer:launch-cost", args=[pipeline.code])
     if not bound:
-        return LaunchForm(user=request.user, variables=variables, cost_url=cost_url)
+        return LaunchForm(workspace=pipeline.workspace, variables=variables, cost_url=cost_url)
     return LaunchForm(
-        request.POST, request.FILES, user=request.user, variables=variables, cost_url=cost_url
+        request.POST,
+        request.FILES,
+        workspace=pipeline.workspace,
+        variables=variables,
+        cost_url=cost_url,
     )
 
 
 @login_required
 def launch(request, code):
     """The inputs form (GET) and the launch itself (POST), which opens the run's page."""
-    pipeline = pipeline_for(request.user, code)
+    pipeline = pipeline_for(request.user, code, CONTROL)
     version, spec, problems = _saved(pipeline)
     variables = spec.first_step_keys() if spec else []
     if request.method != "POST":
@@ -292,6 +299,7 @@ def launch(request, code):
             pipeline_code=pipeline.code,
             pipeline_version=version.number,
             budget=form.cleaned_data.get("budget"),  # dollars, as launch_run takes it
+            workspace=pipeline.workspace,
         )
     except (SpecError, LaunchError) as exc:
         for problem in exc.problems:
@@ -307,7 +315,7 @@ def launch(request, code):
 @login_required
 def preview(request, code):
     """The first rows of an uploaded file, the column for each variable, and the estimate."""
-    pipeline = pipeline_for(request.user, code)
+    pipeline = pipeline_for(request.user, code, CONTROL)
     version, spec, problems = _saved(pipeline)
     variables = spec.first_step_keys() if spec else []
     context = {"pipeline": pipeline, "variables": variables, "error": "", "preview": None}
@@ -329,7 +337,8 @@ def preview(request, code):
                     inputs = map_rows(table, mapping)[0]
                 context["estimate"] = estimator.estimate(spec, inputs)
                 provider = _provider(
-                    Provider.objects.filter(owner=request.user), request.POST.get("provider")
+                    Provider.objects.filter(workspace=pipeline.workspace),
+                    request.POST.get("provider"),
                 )
                 context["cost"] = cost_estimate(spec, inputs, request.user, provider)
                 context["cost_oob"] = True  # the cost next to the provider follows the file
@@ -340,7 +349,7 @@ def preview(request, code):
 @login_required
 def cost(request, code):
     """What the run would cost with the chosen provider, for the inputs given so far."""
-    pipeline = pipeline_for(request.user, code)
+    pipeline = pipeline_for(request.user, code, CONTROL)
     version, spec, problems = _saved(pipeline)
     variables = spec.first_step_keys() if spec else []
     form = _form(request, pipeline, variables)

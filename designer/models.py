@@ -1,14 +1,16 @@
-"""Saved pipelines and their versions. A pipeline's content is always a spec (runner.spec)."""
+"""Saved pipelines and their versions (a pipeline's content is always a spec, runner.spec),
+and what the product keeps about an account."""
 
 import uuid
 
 from django.conf import settings
 from django.db import models
 
+from runner.models.workspaces import InWorkspace
 from runner.spec import PipelineSpec
 
 
-class Pipeline(models.Model):
+class Pipeline(InWorkspace):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pipelines"
@@ -50,3 +52,13 @@ class PipelineVersion(models.Model):
 
     def __str__(self):
         return f"{self.pipeline.name} v{self.number}"
+
+
+class Account(models.Model):
+    """What the product keeps about a person beyond Django's user: a temporary password
+    (an admin made the account) must be replaced at the first log-in."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    must_change_password = models.BooleanField(default=False)

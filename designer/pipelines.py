@@ -17,10 +17,11 @@ from django.urls import path, reverse
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 
+from runner.models.workspaces import EDIT, PIPELINES
 from runner.spec import OutputFormat, PipelineSpec, SpecError, library
 
 from . import actions
-from .access import pipeline_for
+from .access import current, need, pipeline_for
 from .models import Pipeline, PipelineVersion
 from .views import go
 
@@ -152,7 +153,7 @@ def export_response(pipeline, version):
 
 def _list_context(request, form=None):
     latest = PipelineVersion.objects.filter(pipeline=OuterRef("pk")).order_by("-number")
-    pipelines = Pipeline.objects.filter(owner=request.user).annotate(
+    pipelines = Pipeline.objects.filter(workspace=current(request).workspace).annotate(
         latest_number=Max("versions__number"),
         latest_spec=Subquery(latest.values("spec")[:1], output_field=JSONField()),
     )
@@ -169,6 +170,7 @@ def _list_context(request, form=None):
 
 @login_required
 def pipeline_list(request):
+    need(request, PIPELINES)
     return render(request, "designer/pipelines.html", _list_context(request))
 
 
@@ -176,10 +178,11 @@ def pipeline_list(request):
 def pipeline_create(request):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
+    member = need(request, EDIT)
     form = PipelineNameForm(request.POST)
     if form.is_valid():
         pipeline = actions.create_pipeline(
-            request.user, PipelineSpec(name=form.cleaned_data["name"])
+            request.user, PipelineSpec(name=form.cleaned_data["name"]), workspace=member.workspace
         )
         messages.success(request, f"Created the pipeline “{pipeline.name}”.")
         return go(request, open_url(pipeline))
@@ -205,7 +208,7 @@ def pipeline_detail(request, code):
 
 @login_required
 def pipeline_rename(request, code):
-    pipeline = pipeline_for(request.user, code)
+    pipeline = pipeline_for(request.user, code, EDIT)
     if request.method == "POST":
         form = PipelineNameForm(request.POST)
         if form.is_valid():
@@ -223,7 +226,7 @@ def pipeline_rename(request, code):
 
 @login_required
 def pipeline_duplicate(request, code):
-    pipeline = pipeline_for(request.user, code)
+    pipeline = pipeline_for(request.user, code, EDIT)
     if refused := post_only(request):
         return refused
     copy = actions.duplicate_pipeline(pipeline, request.user)
@@ -233,7 +236,7 @@ def pipeline_duplicate(request, code):
 
 @login_required
 def pipeline_delete(request, code):
-    pipeline = pipeline_for(request.user, code)
+    pipeline = pipeline_for(request.user, code, EDIT)
     if request.method == "POST":
         name = pipeline.name
         pipeline.delete()
@@ -251,9 +254,12 @@ def pipeline_delete(request, code):
 
 @login_required
 def pipeline_import(request):
+    member = need(request, EDIT)
     form = ImportForm(*((request.POST, request.FILES) if request.method == "POST" else ()))
     if form.is_bound and form.is_valid():
-        pipeline = actions.import_pipeline(request.user, form.spec, form.cleaned_data["file"].name)
+        pipeline = actions.import_pipeline(
+            request.user, form.spec, form.cleaned_data["file"].name, member.workspace
+        )
         messages.success(request, f"Imported the pipeline “{pipeline.name}”.")
         return go(request, open_url(pipeline))
     return render(
@@ -309,7 +315,7 @@ def version_detail(request, code, number):
 
 @login_required
 def version_restore(request, code, number):
-    pipeline = pipeline_for(request.user, code)
+    pipeline = pipeline_for(request.user, code, EDIT)
     version = version_for(pipeline, number)
     if refused := post_only(request):
         return refused
@@ -329,6 +335,7 @@ def version_restore(request, code, number):
 
 @login_required
 def template_list(request):
+    need(request, PIPELINES)
     cards = [
         {"template": t, "steps": step_rows(t.spec), "inputs": t.spec.first_step_keys()}
         for t in library.templates()
@@ -343,7 +350,8 @@ def template_use(request, slug):
         raise Http404("no such template")
     if refused := post_only(request):
         return refused
-    pipeline = actions.pipeline_from_template(request.user, template)
+    member = need(request, EDIT)
+    pipeline = actions.pipeline_from_template(request.user, template, member.workspace)
     messages.success(request, f"Made “{pipeline.name}”, your own copy of the template.")
     return go(request, open_url(pipeline))
 

@@ -18,9 +18,10 @@ from django.urls import path, reverse
 from django.views.decorators.debug import sensitive_post_parameters
 
 from runner.models import Provider
+from runner.models.workspaces import MANAGE, PROVIDERS
 
 from . import actions
-from .access import provider_for
+from .access import need, provider_for
 from .views import go
 
 MAX_MODELS = 100
@@ -228,8 +229,8 @@ class ProviderForm(forms.Form):
         error_messages={"max_length": "Keep the prices under 20,000 characters."},
     )
 
-    def __init__(self, *args, owner, instance=None, **kwargs):
-        self.owner = owner
+    def __init__(self, *args, workspace, instance=None, **kwargs):
+        self.workspace = workspace
         self.instance = instance
         if instance is not None and "initial" not in kwargs:
             kwargs["initial"] = {
@@ -259,12 +260,12 @@ class ProviderForm(forms.Form):
             raise forms.ValidationError(
                 "“default” is reserved for the provider a run chooses; pick another name."
             )
-        others = Provider.objects.filter(owner=self.owner, name=name)
+        others = Provider.objects.filter(workspace=self.workspace, name=name)
         if self.instance is not None:
             others = others.exclude(pk=self.instance.pk)
         if others.exists():
             raise forms.ValidationError(
-                f"You already have a provider named “{name}”; choose another name."
+                f"This workspace already has a provider named “{name}”; choose another name."
             )
         return name
 
@@ -314,10 +315,15 @@ class ProviderForm(forms.Form):
 
 @login_required
 def provider_list(request):
-    providers = list(Provider.objects.filter(owner=request.user).order_by("name"))
+    member = need(request, PROVIDERS)
+    providers = list(Provider.objects.filter(workspace=member.workspace).order_by("name"))
     for provider in providers:
         provider.price_rows = price_rows(provider.prices)
-    return render(request, "designer/providers.html", {"providers": providers})
+    return render(
+        request,
+        "designer/providers.html",
+        {"providers": providers, "can_manage": member.can(MANAGE)},
+    )
 
 
 def _data(request):
@@ -334,9 +340,10 @@ def _form_page(request, form, provider=None):
 @sensitive_post_parameters("api_key")
 @login_required
 def provider_create(request):
-    form = ProviderForm(_data(request), owner=request.user)
+    member = need(request, MANAGE)
+    form = ProviderForm(_data(request), workspace=member.workspace)
     if form.is_bound and form.is_valid():
-        provider = actions.save_provider(request.user, form.cleaned_data)
+        provider = actions.save_provider(request.user, form.cleaned_data, None, member.workspace)
         messages.success(request, f"Saved the provider “{provider.name}”.")
         return go(request, reverse("designer:provider-list"))
     return _form_page(request, form)
@@ -345,8 +352,8 @@ def provider_create(request):
 @sensitive_post_parameters("api_key")
 @login_required
 def provider_edit(request, code):
-    provider = provider_for(request.user, code)
-    form = ProviderForm(_data(request), owner=request.user, instance=provider)
+    provider = provider_for(request.user, code, MANAGE)
+    form = ProviderForm(_data(request), workspace=provider.workspace, instance=provider)
     if form.is_bound and form.is_valid():
         actions.save_provider(request.user, form.cleaned_data, provider)
         messages.success(request, f"Saved the provider “{provider.name}”.")
@@ -357,7 +364,7 @@ def provider_edit(request, code):
 @login_required
 def provider_test(request, code):
     """One tiny chat completion; an htmx partial with the latency or the error."""
-    provider = provider_for(request.user, code)
+    provider = provider_for(request.user, code, MANAGE)
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     check = actions.check_provider(provider)
@@ -379,7 +386,7 @@ def provider_test(request, code):
 
 @login_required
 def provider_delete(request, code):
-    provider = provider_for(request.user, code)
+    provider = provider_for(request.user, code, MANAGE)
     if request.method == "POST":
         name = provider.name
         provider.delete()

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from runner.events import quality as run_quality
 from runner.export import in_order, record_keys
 from runner.models import Record
+from runner.models.workspaces import REVIEW
 from runner.spec import tables
 
 from .access import run_for
@@ -168,7 +169,7 @@ def _records_url(run, sel):
 @require_http_methods(["GET", "POST"])
 def records_bulk(request, code):
     """GET: how many records the filter selects, and a button to change them all. POST: do it."""
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, REVIEW)
     if request.method == "POST":
         return _bulk_apply(request, run)
     sel = select(run, request.GET)
@@ -304,7 +305,7 @@ def _back(run, record, filters, advance):
 @require_POST
 def record_review(request, code, record_id):
     """Accept, reject, unreview (and move on to the next record), or rate (and stay)."""
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, REVIEW)
     record = get_object_or_404(Record, run=run, pk=record_id)
     filters = select(run, filters_from(request)).filters
     action = request.POST.get("action", "")
@@ -328,7 +329,7 @@ def record_review(request, code, record_id):
 @require_POST
 def record_restore(request, code, record_id):
     """Put a set-aside record back among the run's records; back to the table or the record."""
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, REVIEW)
     record = get_object_or_404(Record, run=run, pk=record_id)
     sel = select(run, filters_from(request))
     if record.flag:
@@ -370,7 +371,7 @@ def apply_edit(record, posted):
 @login_required
 @require_POST
 def record_edit(request, code, record_id):
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, REVIEW)
     record = get_object_or_404(Record, run=run, pk=record_id)
     filters = select(run, filters_from(request)).filters
     if request.POST.get("action") == "restore":

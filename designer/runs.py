@@ -1,6 +1,7 @@
 """Run pages: the runs list, one run live, cancel/resume/retry/budget, and the task inspector.
 
-Every view is owner-only through `run_for` (another user's run is a 404). Pages
+Every view checks access through `run_for` (a run of a workspace one is not in is a
+404; an action one's role may not take, a 403). Pages
 stay a few aggregate queries whatever the size of the run: the run page renders
 `runner.events.stats.run_state` (the same state the websocket sends after), and tables
 are paged 50 rows at a time.
@@ -24,9 +25,10 @@ from django.views.decorators.http import require_POST
 from runner import engine
 from runner.events import stats
 from runner.models import Run, Task
+from runner.models.workspaces import CONTROL
 from runner.spec import money
 
-from .access import run_for
+from .access import current, run_for
 from .models import Pipeline
 
 PAGE_SIZE = 50
@@ -87,7 +89,7 @@ def lineage_path(prefix, depth):
 @login_required
 def run_list(request):
     runs = (
-        Run.objects.filter(owner=request.user)
+        Run.objects.filter(workspace=current(request).workspace)
         .order_by("-created")
         .only(
             "code",
@@ -203,7 +205,7 @@ def run_detail(request, code):
 @login_required
 @require_POST
 def run_cancel(request, code):
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, CONTROL)
     if not run.is_active:
         messages.error(request, f"The run is {run.status}, so there is nothing to cancel.")
     else:
@@ -215,7 +217,7 @@ def run_cancel(request, code):
 @login_required
 @require_POST
 def run_resume(request, code):
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, CONTROL)
     if run.is_active:
         messages.error(request, "The run is still going: cancel it first to resume it later.")
     elif run.status in (Run.COMPLETED, Run.COMPLETED_WITH_FAILURES):
@@ -229,7 +231,7 @@ def run_resume(request, code):
 @login_required
 @require_POST
 def run_retry_failed(request, code):
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, CONTROL)
     failed = Task.objects.filter(run=run, status=Task.FAILED).count()
     if not failed:
         messages.error(request, "No task has failed, so there is nothing to retry.")
@@ -243,7 +245,7 @@ def run_retry_failed(request, code):
 @require_POST
 def run_budget(request, code):
     """Set a new budget (dollars); a run paused on its budget goes on when the new one allows."""
-    run = run_for(request.user, code)
+    run = run_for(request.user, code, CONTROL)
     amount, problem = parse_budget(request.POST.get("budget"))
     if problem:
         messages.error(request, f"The budget was not changed: {problem}")

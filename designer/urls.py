@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import editor, exports, launch, pipelines, providers, review, runs, views
+from . import editor, exports, launch, people, pipelines, providers, review, runs, views
 
 app_name = "designer"
 
@@ -15,4 +15,5 @@ urlpatterns = [
     *runs.urlpatterns,
     *review.urlpatterns,
     *exports.urlpatterns,
+    *people.urlpatterns,
 ]

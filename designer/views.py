@@ -16,8 +16,10 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django_htmx.http import HttpResponseClientRedirect
 
-from runner.models import Run
+from runner.models import Run, Workspace
+from runner.models.workspaces import PIPELINES
 
+from .access import current
 from .models import Pipeline
 
 CLI_USERNAME = "cli"  # the user runner.engine.adhoc.owner_for makes on an empty database
@@ -77,8 +79,13 @@ def home(request):
     """Recent pipelines and runs; a visitor is sent to log in (or to create the first account)."""
     if not request.user.is_authenticated:
         return redirect("setup" if no_account_yet() else "login")
-    pipelines = Pipeline.objects.filter(owner=request.user)[:8]
-    recent = Run.objects.filter(owner=request.user).only("code", "name", "status", "created")
+    member = current(request)
+    pipelines = (
+        Pipeline.objects.filter(workspace=member.workspace)[:8] if member.can(PIPELINES) else []
+    )
+    recent = Run.objects.filter(workspace=member.workspace).only(
+        "code", "name", "status", "created"
+    )
     runs = [(run, reverse("designer:run-detail", args=[run.code])) for run in recent[:10]]
     return render(
         request,
@@ -87,6 +94,7 @@ def home(request):
             "pipelines": pipelines,
             "runs": runs,
             "runs_url": reverse("designer:run-list"),
+            "can_pipelines": member.can(PIPELINES),
         },
     )
 
@@ -108,6 +116,7 @@ def setup(request):
             if not no_account_yet():  # someone else was faster
                 return redirect("login")
             user = form.save()
+            Workspace.personal(user)  # the first workspace, the account its admin
         auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome, {user.username}. Your account is ready.")
         return redirect("designer:pipeline-list")

@@ -8,7 +8,7 @@ from django.conf import settings
 from runner import engine
 from runner.engine import adhoc
 from runner.events import stats
-from runner.models import Provider, Record, Run
+from runner.models import Provider, Record, Run, Workspace
 
 
 class DriaRunError(RuntimeError):
@@ -50,9 +50,10 @@ def execute(
     if base_url:
         providers = {"*": adhoc.provider_for_url(owner, base_url, api_key, model, concurrency).pk}
     elif provider:
-        saved = Provider.objects.filter(owner=owner, name=provider).first()
+        workspace = Workspace.personal(owner)
+        saved = Provider.objects.filter(workspace=workspace, name=provider).first()
         if saved is None:
-            raise ValueError(f"{owner.username} has no provider named '{provider}'")
+            raise ValueError(f"{workspace.name} has no provider named '{provider}'")
         providers = {"*": saved.pk}
     elif not settings.DEFAULT_LLM_BASE_URL:
         raise ValueError(

@@ -3,7 +3,7 @@ the provider a bare base URL stands for."""
 
 from django.contrib.auth import get_user_model
 
-from runner.models import Provider
+from runner.models import Provider, Workspace
 
 
 class NoSuchUser(ValueError):
@@ -29,10 +29,12 @@ def owner_for(username=None):
 
 
 def provider_for_url(owner, base_url, api_key="", model="", concurrency=None):
-    """The owner's provider for an OpenAI-compatible base URL, made or updated."""
+    """The provider for an OpenAI-compatible base URL in the owner's first workspace,
+    made or updated."""
     name = f"cli {base_url}"[:100]
-    provider = Provider.objects.filter(owner=owner, name=name).first() or Provider(
-        owner=owner, name=name
+    workspace = Workspace.personal(owner)
+    provider = Provider.objects.filter(workspace=workspace, name=name).first() or Provider(
+        owner=owner, workspace=workspace, name=name
     )
     provider.base_url = base_url
     if api_key or not provider.pk:

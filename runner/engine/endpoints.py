@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from runner.models import Provider
+from runner.models import Provider, Workspace
 from runner.spec import Problem
 from runner.spec.checks import as_problems
 
@@ -91,13 +91,16 @@ def resolve_endpoints(run, spec):
     """Which endpoint and model each step calls; LaunchError names a step that has none."""
     problems, out = [], []
     cache = {}
+    if run.workspace_id is None:  # a run being made: the owner's first workspace
+        run.workspace = Workspace.personal(run.owner)
+    mine = Provider.objects.filter(workspace_id=run.workspace_id)
     for i, step in enumerate(spec.steps):
         pid = run.providers.get(step.name) or (
             run.providers.get("*") if step.model.provider == "default" else None
         )
         provider = None
         if pid:
-            provider = cache.get(pid) or Provider.objects.filter(pk=pid, owner=run.owner_id).first()
+            provider = cache.get(pid) or mine.filter(pk=pid).first()
             if provider is None:
                 problems.append(
                     Problem.at(
@@ -112,7 +115,7 @@ def resolve_endpoints(run, spec):
                 out.append(None)
                 continue
         elif step.model.provider != "default":
-            provider = Provider.objects.filter(owner=run.owner_id, name=step.model.provider).first()
+            provider = mine.filter(name=step.model.provider).first()
             if provider is None:
                 problems.append(
                     Problem.at(

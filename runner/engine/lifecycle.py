@@ -43,11 +43,13 @@ def launch_run(
     pipeline_code=None,
     pipeline_version=None,
     budget=None,
+    workspace=None,
 ):
     """Validate, write the run and its first tasks, and hand it to the workers.
 
     `budget` (dollars as a person gives them, optional): the run pauses when its calls
-    have cost that much."""
+    have cost that much. `workspace`: whose run it is (the owner's first when not given);
+    its providers are the ones the run may use."""
     if not isinstance(spec, PipelineSpec):
         spec = PipelineSpec.load(spec)
     else:
@@ -59,6 +61,7 @@ def launch_run(
         raise LaunchError(problems)
     run = Run(
         owner=owner,
+        workspace=workspace,
         name=name or spec.name,
         spec=spec.to_dict(),
         inputs=inputs,
@@ -145,11 +148,13 @@ def set_budget(run, amount):
     return run
 
 
-def estimate_run(owner, spec, inputs, *, providers=None, model=""):
+def estimate_run(owner, spec, inputs, *, providers=None, model="", workspace=None):
     """The estimate of a run as `launch_run` would make it (same endpoints, same prices).
 
     Raises LaunchError when a step has no provider."""
     if not isinstance(spec, PipelineSpec):
         spec = PipelineSpec.model_validate(spec)
-    run = Run(owner=owner, providers=providers or {}, model_override=model or "")
+    run = Run(
+        owner=owner, workspace=workspace, providers=providers or {}, model_override=model or ""
+    )
     return estimate(spec, inputs, resolve_endpoints(run, spec))

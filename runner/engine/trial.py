@@ -97,7 +97,10 @@ def run(trial_id):
 
 def _call(data):
     step = StepSpec.model_validate(data["step"])
-    provider = Provider.objects.filter(pk=data["provider"], owner_id=data["owner"]).first()
+    # a provider of a workspace the person trying belongs to
+    provider = Provider.objects.filter(
+        pk=data["provider"], workspace__members__user_id=data["owner"]
+    ).first()
     if provider is None:
         return {"status": FAILED, "error": "the provider no longer exists; choose another one"}
     model = step.model.name or provider.default_model

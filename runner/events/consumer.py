@@ -3,10 +3,15 @@
 Drivers announce the whole state a few times a second each; a page gets at most
 one message every `MIN_INTERVAL` seconds, always the latest state (a burst of
 announcements becomes one message, and the last one is never lost).
+
+Only members of the run's workspace may watch it. Each socket also listens on its
+user's group (`user_group`): when someone's access changes (removed from a workspace),
+`access_changed(user_id)` makes their sockets check again and close (4403) at once.
 """
 
 import asyncio
 import json
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -15,6 +20,8 @@ from runner.models import Run
 
 from .progress import LIVE_FIELDS
 from .stats import run_state
+
+log = logging.getLogger("runner.events")
 
 MIN_INTERVAL = 0.25
 
@@ -33,7 +40,9 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self.close(code=4404)
             return
         self.group = self.run.group_name
+        self.user_group = user_group(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
         await self._send_state(await database_sync_to_async(run_state)(self.run))
 
@@ -42,6 +51,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             self._flusher.cancel()
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         # The only message a page sends is a request for the current state.
@@ -91,6 +101,29 @@ class RunConsumer(AsyncWebsocketConsumer):
         self._last_sent = asyncio.get_running_loop().time()
         await self.send(json.dumps({"type": "state", "state": state}))
 
+    async def access_changed(self, event):
+        allowed = await self._get_run(self.scope["user"], self.run.code)
+        if allowed is None:
+            await self.close(code=4403)
+
     @database_sync_to_async
     def _get_run(self, user, code):
-        return Run.objects.filter(code=code, owner=user).first()
+        return Run.objects.filter(code=code, workspace__members__user=user).first()
+
+
+def user_group(user_id):
+    return f"user.{user_id}"
+
+
+def access_changed(user_id):
+    """Tell the user's open sockets that their access changed (they check and may close)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(user_group(user_id), {"type": "access.changed"})
+    except Exception:  # Redis away: their sockets check again when they reconnect
+        log.warning("could not tell user %s's open pages that their access changed", user_id)

@@ -1,6 +1,17 @@
-"""The data layer: providers, runs, tasks and records (Django models of the `runner` app)."""
+"""The data layer: workspaces, providers, runs, tasks and records (the `runner` app's models)."""
 
 from .deployment import Deployment
 from .runs import Provider, Record, Run, Task, TaskQuerySet
+from .workspaces import Invitation, Member, Workspace
 
-__all__ = ["Deployment", "Provider", "Record", "Run", "Task", "TaskQuerySet"]
+__all__ = [
+    "Deployment",
+    "Invitation",
+    "Member",
+    "Provider",
+    "Record",
+    "Run",
+    "Task",
+    "TaskQuerySet",
+    "Workspace",
+]

@@ -15,10 +15,11 @@ from django.utils.functional import cached_property
 from runner.spec import PipelineSpec
 
 from .crypto import decrypt, encrypt
+from .workspaces import InWorkspace
 
 
-class Provider(models.Model):
-    """An LLM endpoint and its key, owned by one user.
+class Provider(InWorkspace):
+    """An LLM endpoint and its key, shared by the members of its workspace.
 
     `rpm` / `tpm` are the key's requests and tokens per minute (empty: no limit),
     shared by every worker and run that uses the same endpoint and key. `prices`
@@ -54,7 +55,7 @@ class Provider(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["owner", "name"], name="provider_owner_name")
+            models.UniqueConstraint(fields=["workspace", "name"], name="provider_workspace_name")
         ]
 
     def __str__(self):
@@ -81,7 +82,7 @@ class Provider(models.Model):
         return f"{self.base_url.rstrip('/')}|{digest}"
 
 
-class Run(models.Model):
+class Run(InWorkspace):
     QUEUED, RUNNING, CANCELLED, COMPLETED, FAILED, PAUSED = (
         "queued",
         "running",

@@ -271,7 +271,7 @@
     });
     socket.addEventListener("close", function (event) {
       socket = null;
-      if (event.code === 4401 || event.code === 4404) {
+      if (event.code === 4401 || event.code === 4403 || event.code === 4404) {
         setConn("not allowed: log in again", "closed");
         return;
       }

@@ -110,7 +110,7 @@ def test_names_are_unique_per_owner(logged_in, owner, other_user):
     make_provider(other_user)  # another user's "local" does not count
     assert logged_in.post("/providers/new/", form()).status_code == 302
     response = logged_in.post("/providers/new/", form())
-    assert "You already have a provider named" in response.content.decode()
+    assert "This workspace already has a provider named" in response.content.decode()
     assert Provider.objects.filter(owner=owner).count() == 1
 
 

@@ -166,3 +166,29 @@ def test_real_daphne_serves_the_websocket(owner, other_user, worker, fake_llm, d
     states, code = asyncio.run(talk(None))
     assert states == [] and code in (403, 4401)
     assert Run.objects.get(pk=run.pk).status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_removing_a_member_closes_their_open_run_page_at_once(
+    owner, other_user, redis_client, fake_llm
+):
+    from runner.models import Member
+
+    run = await sync_to_async(make_run)(owner, fake_llm)
+    member = await sync_to_async(Member.objects.create)(
+        workspace_id=run.workspace_id, user=other_user, role="reviewer"
+    )
+    comm = communicator(run, await sync_to_async(cookie_for)(other_user))
+    connected, _ = await comm.connect()
+    assert connected
+    assert (await comm.receive_json_from(timeout=5))["type"] == "state"
+
+    admin = Client()
+    await sync_to_async(admin.force_login)(owner)
+    response = await sync_to_async(admin.post)(f"/people/{member.pk}/remove/")
+    assert response.status_code == 302
+    while True:  # state messages may still arrive before the close
+        output = await comm.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            break
+    assert output["code"] == 4403

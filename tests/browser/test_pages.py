@@ -16,6 +16,7 @@ from runner.spec import PipelineSpec, library
 
 from ..designer.test_runs import add_failures, make_run
 from .conftest import login
+from .test_designer import drag, drop_at_end
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -109,14 +110,14 @@ def check(page, name, width, problems, status=None):
         page.console_errors.clear()
     if not page.evaluate("typeof axe !== 'undefined'"):
         page.add_script_tag(url=AXE)
-    for scheme in ("light", "dark"):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for scheme in ("dark", "light"):
         page.emulate_media(color_scheme=scheme)
         violations = page.evaluate(AXE_RUN)
         if violations:
             problems.append(f"{name} at {width}px ({scheme}), axe: {violations}")
-    page.emulate_media(color_scheme="light")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+        suffix = "-dark" if scheme == "dark" else ""
+        page.screenshot(path=str(SHOTS / f"{name}-{width}{suffix}.png"), full_page=True)
 
 
 def report(problems):
@@ -165,3 +166,25 @@ def test_pages_without_an_account_fit_and_are_accessible(page, django_user_model
     check(page, "forbidden", width, problems, status=403)
     assert problems == [], report(problems)
     report(problems)
+
+
+def test_dragging_steps_logs_no_error(page, owner):
+    """Dragging writes no style attribute the CSP would refuse: SortableJS styles its copy
+    through the CSSOM, and htmx is told not to copy style attributes when it swaps."""
+    qa = create_pipeline(owner, library.get("qa-from-topics").spec, name="QA from topics")
+    page.set_viewport_size({"width": 1280, "height": HEIGHT})
+    login(page, "owner", "owner-pass-123")
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
+    page.goto(f"/pipelines/{qa.code}/edit/")
+    page.locator("#steps .edit-step").first.click()
+    page.wait_for_selector("#step-form")
+    drop_at_end(page, "text")  # from the palette, with a step's form open
+    cards = page.locator("#steps > li.step-card")
+    names = cards.locator(".step-name").all_inner_texts()
+    drag(page, cards.nth(0).locator(".card-head"), cards.nth(2).bounding_box())
+    page.wait_for_function(
+        "first => document.querySelector('#steps .step-name').textContent !== first",
+        arg=names[0],
+    )
+    assert page.locator("#steps .step-name").all_inner_texts() != names
+    assert page.console_errors == []

@@ -37,17 +37,6 @@ from .step_forms import TryForm, output_format_label, plain_words, problems_by_s
 
 PROMPT_START = 90
 QUEUE_DOWN = "The workers' queue (Redis) cannot be reached right now; try again in a moment."
-FAN_WORDS = {
-    "default": "each result feeds one task of the next step",
-    "scatter": "every item of each list becomes its own task",
-    "broadcast": "each result feeds {n} copies of the next step",
-    "aggregate": "all results become one list for one task",
-    "flatten": "all lists are joined into one list for one task",
-    "split_lines": "every line of each reply becomes its own task",
-    "split": "every part of each reply becomes its own task",
-    "pick": "one field of each JSON object feeds one task",
-    "python": "a Python callback decides",
-}
 
 
 class BadRequest(Exception):
@@ -74,7 +63,7 @@ PALETTE = [
     Kind(
         "text",
         "Generate text",
-        "One reply for each input (1 -> 1).",
+        "One reply for each input (1 → 1).",
         "text",
         "text",
         "Write a short paragraph about {{%s}}.",
@@ -82,7 +71,7 @@ PALETTE = [
     Kind(
         "list",
         "Generate a list and fan it out",
-        "A JSON list; every item becomes its own task (1 -> N).",
+        "A JSON list; every item becomes its own task (1 → N).",
         "list",
         "items",
         "List 5 ideas related to {{%s}}.\nReply with a JSON list of short strings and nothing else.",
@@ -92,7 +81,7 @@ PALETTE = [
     Kind(
         "variants",
         "Generate n variants",
-        "Each reply feeds n copies of the next step (1 -> n).",
+        "Each reply feeds n copies of the next step (1 → n).",
         "variants",
         "variant",
         "Write a short text about {{%s}}.",
@@ -102,7 +91,7 @@ PALETTE = [
     Kind(
         "combine",
         "Combine all results",
-        "Every reply of this step goes, as one list, to one next task (N -> 1).",
+        "Every reply of this step goes, as one list, to one next task (N → 1).",
         "combine",
         "combined",
         "Summarize {{%s}} in one sentence.",
@@ -122,7 +111,7 @@ PALETTE = [
     Kind(
         "judge",
         "Judge with a rubric",
-        "Scores each record on criteria you write; the scores become fields (1 -> 1).",
+        "Scores each record on criteria you write; the scores become fields (1 → 1).",
         "judge",
         "judge",
         "",
@@ -231,12 +220,6 @@ def _with_step(spec, index, step):
 # -- rendering ----------------------------------------------------------------------
 
 
-def _fan_words(cb):
-    if cb.type == "aggregate" and cb.group_by:
-        return f"results become one list per {cb.group_by}, each for one task"
-    return FAN_WORDS[cb.type].format(n=cb.n)
-
-
 def _cards(spec, per_step):
     cards = []
     for i, step in enumerate(spec.steps):
@@ -253,8 +236,8 @@ def _cards(spec, per_step):
                 "model": f"{step.model.name or 'default model'} ({provider})",
                 "format": output_format_label(step.output_format),
                 "fan": fan,
-                "fan_words": _fan_words(cb),
-                "arrow": f"{prev.fan}: {_fan_words(prev.callback)}" if prev else "",
+                "fan_words": cb.words,
+                "arrow": f"{prev.fan}: {prev.callback.words}" if prev else "",
                 "problems": [plain_words(p) for p in per_step.get(i, [])],
                 "judge": judge_words(step.judge) if step.judge else "",
                 "adds": step.judge.result_keys() if step.judge else [],
@@ -280,7 +263,8 @@ def render_editor(request, pipeline, spec, *, panel=None, message="", full=False
         "dirty": _dirty(pipeline, spec, latest),
         "latest": latest,
         "cards": _cards(spec, per_step),
-        "general_problems": general,
+        # a pipeline with no steps yet is not a mistake: the empty list says what to do
+        "general_problems": general if spec.steps else [],
         "inputs": spec.first_step_keys(),
         "panel": panel,
         "message": message,

@@ -55,7 +55,7 @@ def _per_minute(label, what):
     )
 
 
-PRICE_EXAMPLE = "write it as `model: input / output`, e.g. `gpt-4o-mini: 0.15 / 0.60`"
+PRICE_EXAMPLE = "write it as “model: input / output”, for example “gpt-4o-mini: 0.15 / 0.60”"
 
 
 def format_price(value):
@@ -222,9 +222,9 @@ class ProviderForm(forms.Form):
             attrs={"rows": 4, "placeholder": "gpt-4o-mini: 0.15 / 0.60\n*: 1 / 2"}
         ),
         help_text=(
-            "One model a line: `model-name: input / output`, for example "
-            "`gpt-4o-mini: 0.15 / 0.60`. A name also prices the models that start with it; "
-            "`*: 1 / 2` prices every other model. Leave empty for no prices."
+            "One model a line: “model-name: input / output”, for example "
+            "“gpt-4o-mini: 0.15 / 0.60”. A name also prices the models that start with it; "
+            "“*: 1 / 2” prices every other model. Leave empty for no prices."
         ),
         error_messages={"max_length": "Keep the prices under 20,000 characters."},
     )

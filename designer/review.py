@@ -362,8 +362,10 @@ def apply_edit(record, posted):
         try:
             values[key] = tables.load_json(raw, settings.JSON_MAX_DEPTH)
         except ValueError as exc:
-            why = getattr(exc, "msg", str(exc))
-            problems.append(f"'{key}' must stay valid JSON like its original ({why}); fix it")
+            problems.append(
+                f"“{key}” must stay JSON like the original, and it is not: "
+                f"{tables.json_mistake(exc)}. Correct it, or cancel the edit."
+            )
             values[key] = raw
     return values, problems
 

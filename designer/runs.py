@@ -8,6 +8,7 @@ are paged 50 rows at a time.
 """
 
 import json
+import re
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
@@ -347,6 +348,22 @@ def _messages(messages, everything=False):
     return out
 
 
+ITEM_KEY = re.compile(r"t(\d+)\.(\d+)")
+
+
+def origin(key):
+    """Where a task came from, in words: "input row 37", "result 2 of task 301"."""
+    kind, _, rest = key.partition(":")
+    if kind == "in" and rest.isdigit():
+        return f"input row {int(rest) + 1}"
+    item = ITEM_KEY.fullmatch(key)
+    if item:
+        return f"result {int(item[2]) + 1} of task {item[1]}"
+    if kind.startswith("agg"):
+        return "the results of the step before, gathered into one list"
+    return "the step before"
+
+
 @login_required
 def task_detail(request, code, task_id):
     run = run_for(request.user, code)
@@ -372,6 +389,7 @@ def task_detail(request, code, task_id):
             "run": run,
             "task": task,
             "step_name": names[task.step] if task.step < len(names) else task.step,
+            "origin": origin(task.key),
             "context": pretty(task.context),
             "parsed": pretty(task.parsed),
             "prompt": _messages(task.messages, everything),

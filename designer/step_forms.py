@@ -18,8 +18,8 @@ from runner.spec import KEY_RE, OutputFormat, Problem, StepSpec, checks, tables,
 _LABEL = {"prompt": "prompt", "system": "system prompt"}
 # code -> sentence, formatted with the problem's params and the words of `_words`.
 SENTENCES = {
-    "unknown_variable": "`{{{{{variable}}}}}` is not made by any step before this one. {can_use}",
-    "not_an_input": "`{{{{{variable}}}}}` is not one of the pipeline's inputs. {inputs_are}",
+    "unknown_variable": "“{{{{{variable}}}}}” is not made by any step before this one. {can_use}",
+    "not_an_input": "“{{{{{variable}}}}}” is not one of the pipeline's inputs. {inputs_are}",
     "bad_template": "The {label} has a mistake in a {{{{ }}}} placeholder ({error}). "
     "Check that every {{{{ has a matching }}}} and holds one name.",
     "duplicate_name": "Step {other_number} already has this name. Give each step its own name.",

@@ -41,6 +41,7 @@ def run_state(run, now=None):
             "index": i,
             "name": s.name,
             "callback": s.callback.type,
+            "callback_words": s.callback.words,
             "counts": {k: 0 for k, _ in Task.STATUSES},
             "tokens_in": 0,
             "tokens_out": 0,

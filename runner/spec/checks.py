@@ -17,7 +17,7 @@ import dataclasses
 import re
 from typing import Any
 
-from . import templating
+from . import tables, templating
 
 KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 SPEC_VERSION = 1  # the spec version this code reads and writes
@@ -429,7 +429,9 @@ def callback_problems(step, index=0):
 
 
 def not_json(exc):
-    return Problem.general("", "not_json", f"the file is not valid JSON: {exc}", error=str(exc))
+    return Problem.general(
+        "", "not_json", f"the file is not valid JSON: {tables.json_mistake(exc)}", error=str(exc)
+    )
 
 
 def too_deep(exc):

@@ -267,9 +267,9 @@ class Estimate:
 
     @property
     def chain(self):
-        """The counts in words: 20 topics -> 100 subtopics -> 100 questions -> 100 answers."""
-        return " -> ".join(
-            [f"{self.inputs} {self.input_label}"] + [f"{s.made} {s.label}" for s in self.steps]
+        """The counts in words: 20 topics → 100 subtopics → 100 questions → 100 answers."""
+        return " → ".join(
+            [f"{self.inputs:,} {self.input_label}"] + [f"{s.made:,} {s.label}" for s in self.steps]
         )
 
     def summary(self):

@@ -23,11 +23,11 @@ class Template:
 
     @property
     def shape(self):
-        return " -> ".join(_step_shape(s) for s in self.spec.steps)
+        return " → ".join(_step_shape(s) for s in self.spec.steps)
 
 
 def _step_shape(step):
-    """ "answer (1 -> 1)"; a workflow: "dialogue (2 prompts, 6 calls in a loop; 1 -> 1)"."""
+    """ "answer (1 → 1)"; a workflow: "dialogue (2 prompts, 6 calls in a loop; 1 → 1)"."""
     flow = step.workflow
     if flow is None:
         return f"{step.name} ({step.fan})"
@@ -89,7 +89,7 @@ def _spec(name, description, steps, inputs):
 def instruction_variations():
     p = PipelineBuilder(
         "Instruction variations",
-        "An instruction -> 5 variations as a JSON list, scattered -> each variation executed.",
+        "An instruction → 5 variations as a JSON list, scattered → each variation executed.",
     )
     (
         p
@@ -116,7 +116,7 @@ def instruction_variations():
 def qa_from_topics():
     p = PipelineBuilder(
         "Questions and answers from topics",
-        "A topic -> subtopics as a JSON list, scattered -> one question per subtopic -> one answer per question.",
+        "A topic → subtopics as a JSON list, scattered → one question per subtopic → one answer per question.",
     )
     (
         p
@@ -146,9 +146,9 @@ def qa_from_topics():
 
 def topics_flatten_qa():
     p = PipelineBuilder(
-        "Pooled subtopics -> questions -> answers",
-        "Topics -> subtopics lists, flattened into one list (N -> 1) -> questions as a JSON list, "
-        "scattered -> one answer per question. The seed's aggregate-and-flatten example.",
+        "Pooled subtopics → questions → answers",
+        "Topics → subtopics lists, flattened into one list (N → 1) → questions as a JSON list, "
+        "scattered → one answer per question. The seed's aggregate-and-flatten example.",
     )
     (
         p
@@ -209,8 +209,8 @@ def multi_turn_dialogue():
     )
     return _spec(
         "Multi-turn dialogue",
-        f"A topic -> a conversation of {DIALOGUE_EXCHANGES} exchanges: a user turn and an "
-        f"assistant turn pushed to `dialogue`, looped until it holds {turns} turns "
+        f"A topic → a conversation of {DIALOGUE_EXCHANGES} exchanges: a user turn and an "
+        f"assistant turn pushed to “dialogue”, looped until it holds {turns} turns "
         "(MagPie-style: the model writes both sides).",
         [
             _workflow_step(
@@ -238,8 +238,8 @@ def questions_until_n():
     )
     return _spec(
         "Questions until n, then answers",
-        f"A topic -> a new question (not one already in memory) pushed to `questions` until it "
-        f"holds {QUESTIONS}, scattered -> one answer per question.",
+        f"A topic → a new question (not one already in memory) pushed to “questions” until it "
+        f"holds {QUESTIONS}, scattered → one answer per question.",
         [
             _workflow_step(
                 "questions",
@@ -280,7 +280,7 @@ def draft_critique_revise():
     )
     return _spec(
         "Draft, critique, revise",
-        "A topic -> a draft paragraph -> a critique of it -> a revision that fixes the critique; "
+        "A topic → a draft paragraph → a critique of it → a revision that fixes the critique; "
         "the record keeps all three.",
         [_workflow_step("essay", [draft, critique, revise], ["draft", "critique", "revision"])],
         [{"topic": "How vaccines work"}, {"topic": "Why the sky is blue"}],
@@ -306,9 +306,9 @@ def evol_instruct():
     )
     return _spec(
         "Evol-Instruct",
-        f"An instruction -> rewritten harder {EVOL_ROUNDS} times, each round reading the last "
-        f"version (Peek -1) and pushing the new one to `versions` until it holds "
-        f"{EVOL_ROUNDS} -> the hardest version carried out.",
+        f"An instruction → rewritten harder {EVOL_ROUNDS} times, each round reading the last "
+        f"version (Peek -1) and pushing the new one to “versions” until it holds "
+        f"{EVOL_ROUNDS} → the hardest version carried out.",
         [
             _workflow_step(
                 "evolve",
@@ -341,14 +341,14 @@ def persona_backstory():
     )
     return _spec(
         "Persona and backstory",
-        "A domain -> a persona -> a backstory that reads it; the record keeps both.",
+        "A domain → a persona → a backstory that reads it; the record keeps both.",
         [_workflow_step("persona", [persona, backstory], ["persona", "backstory"])],
         [{"domain": "a small-town bakery"}, {"domain": "a hospital night shift"}],
     )
 
 
 def nvidia_preference():
-    """The seed's Nvidia example: topic -> subtopics -> questions -> two responses each."""
+    """The seed's Nvidia example: topic → subtopics → questions → two responses each."""
     first = _task(
         "response_a",
         "Answer the question below helpfully and accurately, in a short paragraph.\n"
@@ -366,8 +366,8 @@ def nvidia_preference():
     )
     return _spec(
         "Nvidia preference data",
-        "The seed's Nvidia example: a topic -> 3 subtopics, comma-separated text split by commas "
-        "-> 2 questions per subtopic, one a line, split by lines -> two different responses per "
+        "The seed's Nvidia example: a topic → 3 subtopics, comma-separated text split by commas "
+        "→ 2 questions per subtopic, one a line, split by lines → two different responses per "
         "question (a two-prompt workflow), scattered: the two records of a question are "
         "adjacent, ready for a preference (chosen / rejected) export.",
         [
@@ -400,9 +400,9 @@ def preference_pairs():
     """The seed's Nvidia example taken to its end: two responses a question, a judge picks."""
     p = PipelineBuilder(
         "Preference pairs",
-        "A topic -> 4 subtopics as a JSON list, scattered -> one question per subtopic "
-        "(near duplicates set aside) -> two responses to each question (the second written "
-        "differently; give it another model for two models) -> a judge that scores both and "
+        "A topic → 4 subtopics as a JSON list, scattered → one question per subtopic "
+        "(near duplicates set aside) → two responses to each question (the second written "
+        "differently; give it another model for two models) → a judge that scores both and "
         "picks the better one. The preference export then has one row per judged question: "
         "prompt, chosen, rejected and their scores.",
     )

@@ -36,15 +36,27 @@ CallbackType = Literal[
 
 # How many tasks of the next step one task of this step makes.
 FAN = {
-    "default": "1 -> 1",
-    "scatter": "1 -> N",
-    "broadcast": "1 -> n",
-    "aggregate": "N -> 1",
-    "flatten": "N -> 1",
-    "split_lines": "1 -> N",
-    "split": "1 -> N",
-    "pick": "1 -> 1",
+    "default": "1 → 1",
+    "scatter": "1 → N",
+    "broadcast": "1 → n",
+    "aggregate": "N → 1",
+    "flatten": "N → 1",
+    "split_lines": "1 → N",
+    "split": "1 → N",
+    "pick": "1 → 1",
     "python": "custom",
+}
+# What each callback does, in words a person reads (the designer's cards, the run page).
+CALLBACK_WORDS = {
+    "default": "each result feeds one task of the next step",
+    "scatter": "every item of each list becomes its own task",
+    "broadcast": "each result feeds {n} copies of the next step",
+    "aggregate": "all results become one list for one task",
+    "flatten": "all lists are joined into one list for one task",
+    "split_lines": "every line of each reply becomes its own task",
+    "split": "every part of each reply becomes its own task",
+    "pick": "one field of each JSON object feeds one task",
+    "python": "a Python callback decides",
 }
 # Callbacks that wait for every task of their step before making the next ones.
 WAITING_CALLBACKS = {"aggregate", "flatten", "python"}
@@ -75,6 +87,13 @@ class CallbackSpec(_Model):
     field: str | None = None  # pick
     name: str | None = None  # python: a registered callback
     produces: list[str] | None = None  # python: keys its inputs carry, when known
+
+    @property
+    def words(self):
+        """What this callback does with a step's results, in plain words."""
+        if self.type == "aggregate" and self.group_by:
+            return f"results become one list per {self.group_by}, each for one task"
+        return CALLBACK_WORDS[self.type].format(n=self.n)
 
 
 class StepSpec(_Model):

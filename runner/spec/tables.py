@@ -117,6 +117,31 @@ def load_json(text, max_depth=MAX_DEPTH):
     raise TooDeep(max_depth, _deep_line(text, max_depth))
 
 
+# What Python's JSON reader says, in words a person reads, with what to check.
+JSON_MISTAKES = {
+    "Expecting property name enclosed in double quotes": (
+        "a field name in double quotes was expected (is there a comma too many, "
+        "or single quotes instead of double quotes?)"
+    ),
+    "Expecting value": "a value was expected (is one missing, or is there a comma too many?)",
+    "Expecting ',' delimiter": "a comma was expected between two items",
+    "Expecting ':' delimiter": "a colon was expected after a field name",
+    "Unterminated string starting at": "a text in quotes is not closed with a double quote",
+    "Invalid control character at": "a line break inside quotes must be written as \\n",
+    "Extra data": "there is more after the end (only one JSON value is allowed)",
+}
+
+
+def json_mistake(exc):
+    """Where a JSON text is wrong and what to check, from the reader's exception."""
+    if isinstance(exc, json.JSONDecodeError):
+        words = JSON_MISTAKES.get(exc.msg, "this is not valid JSON")
+        return f"line {exc.lineno}, character {exc.colno}: {words}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the text is not UTF-8; save the file as UTF-8 and try again"
+    return str(exc)
+
+
 # -- tables -------------------------------------------------------------------------
 
 
@@ -278,9 +303,7 @@ def _read_json(text, limits):
     except TooDeep as exc:
         raise TableError(f"The file cannot be read: {exc}.") from None
     except json.JSONDecodeError as exc:
-        raise TableError(
-            f"The file is not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}."
-        ) from None
+        raise TableError(f"The file is not valid JSON: {json_mistake(exc)}.") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise TableError(
             'A JSON file should hold a list of objects, like [{"topic": "Volcanoes"}].'

@@ -5,3 +5,11 @@ document.addEventListener("submit", (event) => {
   const question = form.getAttribute("data-confirm");
   if (question && !window.confirm(question)) event.preventDefault();
 });
+
+// The header's link to the section this page belongs to is marked as the current one.
+(function markCurrentSection() {
+  const path = window.location.pathname;
+  document.querySelectorAll("header.top nav a").forEach((link) => {
+    if (path.startsWith(link.getAttribute("href"))) link.setAttribute("aria-current", "page");
+  });
+})();

@@ -28,6 +28,11 @@
     return s + "s";
   }
 
+  // Counts with thousands separators, as the server writes them: 1,100,000.
+  function count(n) {
+    return typeof n === "number" ? n.toLocaleString("en-US") : String(n);
+  }
+
   function bind(name, text) {
     root.querySelectorAll('[data-bind="' + name + '"]').forEach(function (el) {
       el.textContent = text;
@@ -61,11 +66,11 @@
         if (el) el.textContent = text;
       };
       ["pending", "running", "done", "failed"].forEach(function (k) {
-        cell(k, String(st.counts[k] || 0));
+        cell(k, count(st.counts[k] || 0));
       });
       cell("calls_per_second", String(st.calls_per_second));
-      cell("tokens", st.tokens_in + " / " + st.tokens_out);
-      cell("ratio", st.finished + " / " + st.expected);
+      cell("tokens", count(st.tokens_in) + " / " + count(st.tokens_out));
+      cell("ratio", count(st.finished) + " / " + count(st.expected));
       // money comes formatted by the server (runner.spec.money.fmt_dollars)
       if (hasCost && st.cost_text !== undefined) cell("cost", st.cost_text);
       const bar = row.querySelector('[data-col="progress"]');
@@ -201,11 +206,11 @@
       "reviewed",
       "failed",
     ].forEach(function (k) {
-      if (s[k] !== undefined && s[k] !== null) bind(k, String(s[k]));
+      if (s[k] !== undefined && s[k] !== null) bind(k, count(s[k]));
     });
     if (s.set_aside) {
       ["filtered", "duplicates", "near_duplicates"].forEach(function (k) {
-        bind(k, String(s.set_aside[k]));
+        bind(k, count(s.set_aside[k]));
       });
     }
     bind("percent", (Math.round(s.progress * 1000) / 10).toString() + "%");

@@ -139,7 +139,7 @@ def test_build_try_save_and_launch_qa_from_topics(page, user, provider, pipeline
     click_and_swap(page, "#apply-step")
     error = page.locator("#step-form [data-field=prompt] .field-errors")
     assert "fix what is marked" in page.locator("#step-form .ok").inner_text()
-    assert "`{{questoin}}` is not made by any step before this one." in error.inner_text()
+    assert "“{{questoin}}” is not made by any step before this one." in error.inner_text()
     assert "{{question}}" in error.inner_text()  # says what can be used instead
     assert "is not made by any step" in page.locator("#steps li.step-card").nth(2).inner_text()
     fill_step(
@@ -155,9 +155,9 @@ def test_build_try_save_and_launch_qa_from_topics(page, user, provider, pipeline
     cards = page.locator("#steps li.step-card")
     assert cards.count() == 3
     assert [cards.nth(i).locator(".fan").inner_text() for i in range(3)] == [
-        "1 -> N",
-        "1 -> 1",
-        "1 -> 1",
+        "1 → N",
+        "1 → 1",
+        "1 → 1",
     ]
     assert cards.nth(1).locator(".arrow").is_visible()
     assert "List 5 distinct subtopics" in cards.nth(0).locator(".prompt-start").inner_text()
@@ -243,7 +243,7 @@ def test_build_try_save_and_launch_qa_from_topics(page, user, provider, pipeline
     preview = page.locator("#file-preview")
     preview.locator(".chain").wait_for()
     assert preview.locator(".chain").inner_text() == (
-        "3 topics -> 15 subtopics -> 15 questions -> 15 answers"
+        "3 topics → 15 subtopics → 15 questions → 15 answers"
     )
     assert "Ocean tides" in preview.locator("table.preview").inner_text()
     assert page.locator("#source-file").is_checked()
@@ -275,7 +275,7 @@ def test_launch_one_input_and_a_file_over_the_limit(page, user, provider, fake_l
     login(page, "ada", "a-long-password-1")
     page.wait_for_url(lambda url: "/accounts/login/" not in url)
     page.goto(f"/pipelines/{pipeline.code}/launch/")
-    assert "1 topic -> 5 subtopics -> 5 questions -> 5 answers" in page.inner_text(".estimate")
+    assert "1 topic → 5 subtopics → 5 questions → 5 answers" in page.inner_text(".estimate")
     # a file over the limit is refused in the page, before it is uploaded
     requests = []
     page.on("request", lambda r: requests.append(r.url))

@@ -71,7 +71,7 @@ def test_use_a_template(page, user):
     page.wait_for_url(lambda url: "/accounts/login/" not in url)
     page.goto("/templates/")
     card = page.locator("article[data-template=qa-from-topics]")
-    assert "subtopics (1 -> N)" in card.inner_text()
+    assert "subtopics (1 → N)" in card.inner_text()
     card.get_by_role("button", name="Use this template").click()
     landed(page)
     pipeline = Pipeline.objects.get(owner=user)

@@ -91,7 +91,7 @@ def test_page_shows_palette_steps_and_arrows(client_owner, qa):
     # one card per step with its name, prompt start, model and fan
     assert r.text.count('class="step-card') == 3
     assert "List 5 distinct subtopics of the topic below" in r.text
-    assert "1 -&gt; N" in r.text and "1 -&gt; 1" in r.text
+    assert "1 → N" in r.text and "1 → 1" in r.text
     assert "default model (chosen at launch)" in r.text
     assert r.text.count('class="arrow"') == 2  # between the three steps
     assert "every item of each list becomes its own task" in r.text
@@ -142,7 +142,7 @@ def test_unknown_variable_is_shown_beside_the_prompt(client_owner, qa):
     r = client_owner.post(url(qa, "step/apply/"), data, **HX)
     assert r.status_code == 200
     prompt = field_block(r, "prompt")
-    assert "`{{questoin}}` is not made by any step before this one." in prompt
+    assert "“{{questoin}}” is not made by any step before this one." in prompt
     assert "You can use: {{question}}, {{subtopic}}, {{topic}}." in prompt
     assert "questoin" not in field_block(r, "name")
     # the card says so too, and the draft holds the change (nothing is lost)
@@ -173,7 +173,7 @@ def test_step_form_errors_in_plain_words_keep_the_draft(client_owner, qa):
     data = step_post(draft, 0, callback="default", output_format="text")
     r = client_owner.post(url(qa, "step/apply/"), data, **HX)
     # the next step now uses {{subtopic}}, which nothing makes: that card shows it
-    assert "`{{subtopic}}` is not made by any step before this one." in r.text
+    assert "“{{subtopic}}” is not made by any step before this one." in r.text
     data = step_post(draft, 1, callback="broadcast", n="")
     r = client_owner.post(url(qa, "step/apply/"), data, **HX)
     assert "Say how many copies" in field_block(r, "n")
@@ -245,7 +245,7 @@ def test_save_keeps_work_in_progress_and_says_what_blocks_launch(client_owner, q
     draft["steps"][2]["prompt"] = "{{nope}}"
     r = client_owner.post(url(qa, "save/"), {"draft": json.dumps(draft)}, **HX)
     assert "Saved as version 2. Fix the problems shown before launching it." in r.text
-    assert "`{{nope}}` is not made by any step before this one." in r.text
+    assert "“{{nope}}” is not made by any step before this one." in r.text
     r = client_owner.post(url(qa, "save/"), {"draft": json.dumps({"steps": [{}]})}, **HX)
     assert r.status_code == 400 and qa.versions.count() == 2
 

@@ -51,7 +51,7 @@ def test_page_asks_for_the_first_steps_variables_and_shows_the_estimate(client_o
     assert r.status_code == 200
     assert 'name="input_topic"' in r.text
     assert "version 2" in r.text
-    assert "1 topic -&gt; 5 subtopics -&gt; 5 questions -&gt; 5 answers" in r.text
+    assert "1 topic → 5 subtopics → 5 questions → 5 answers" in r.text
     assert "11 calls" in r.text and "an estimate" in r.text
     assert "Add a provider first" in r.text
 
@@ -69,7 +69,7 @@ def test_launch_from_a_csv_maps_columns_and_records_the_version(client_owner, qa
         url(qa, "preview/"), {"file": csv_file(text), "map_topic": "Subject"}, **HX
     )
     assert '<option value="Subject" selected>' in r.text
-    assert "3 topics -&gt; 15 subtopics -&gt; 15 questions -&gt; 15 answers" in r.text
+    assert "3 topics → 15 subtopics → 15 questions → 15 answers" in r.text
     assert "33 calls" in r.text
     # launching without choosing the column is refused, nothing runs
     r = client_owner.post(
@@ -209,7 +209,7 @@ def test_launch_problems_are_shown_in_plain_words(client_owner, owner, qa, provi
     )
     r = client_owner.get(url(broken))
     assert "The pipeline can't run yet" in r.text
-    assert "Step 2 (b): `{{nope}}` is not made by any step before this one." in r.text
+    assert "Step 2 (b): “{{nope}}” is not made by any step before this one." in r.text
     assert 'id="launch-button"' not in r.text
     r = client_owner.post(
         url(broken), {"source": "one", "input_topic": "x", "provider": str(provider.code)}
@@ -220,7 +220,7 @@ def test_launch_problems_are_shown_in_plain_words(client_owner, owner, qa, provi
 def test_the_estimate():
     spec = library.get("qa-from-topics").spec
     est = estimate.estimate(spec, [{"topic": str(i)} for i in range(20)])
-    assert est.chain == "20 topics -> 100 subtopics -> 100 questions -> 100 answers"
+    assert est.chain == "20 topics → 100 subtopics → 100 questions → 100 answers"
     assert [s.calls for s in est.steps] == [20, 100, 100] and est.total == 220
     assert est.approximate
     spec = PipelineSpec(
@@ -251,7 +251,7 @@ def test_the_estimate():
     est = estimate.estimate(spec, inputs)
     assert [(s.calls, s.made) for s in est.steps] == [(3, 15), (15, 45), (45, 2), (2, 2)]
     assert "a guess" in est.steps[0].note and "3 copies" in est.steps[1].note
-    assert est.chain == "3 topics -> 15 questions -> 45 answers -> 2 verdicts -> 2 summaries"
+    assert est.chain == "3 topics → 15 questions → 45 answers → 2 verdicts → 2 summaries"
     assert estimate.items_asked("List {{n}} things, 12 of them, from 2020") == (12, True)
     assert estimate.items_asked("Give three examples") == (3, True)
 

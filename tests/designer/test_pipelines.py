@@ -83,7 +83,7 @@ def test_detail_page_summarises_the_spec(logged_in, qa):
     page = html(logged_in.get(f"/pipelines/{qa.code}/"))
     for name in ("subtopics", "question", "answer"):
         assert name in page
-    assert "1 -&gt; N" in page  # subtopics are scattered
+    assert "1 → N" in page  # subtopics are scattered
     assert "Version 1" in page
 
 
@@ -173,7 +173,7 @@ def test_the_gallery_shows_a_workflow_step_for_what_it_is(logged_in):
     page = html(logged_in.get("/templates/"))
     dialogue = library.get("multi-turn-dialogue")
     assert escape(dialogue.shape) in page
-    assert "dialogue (2 prompts, 6 calls in a loop; 1 -&gt; 1)" in page
+    assert "dialogue (2 prompts, 6 calls in a loop; 1 → 1)" in page
 
 
 # -- import and export -----------------------------------------------------------------
@@ -226,8 +226,8 @@ def test_import_a_broken_file_lists_every_problem_and_saves_nothing(logged_in):
 
 
 def test_import_refuses_non_json_unknown_fields_and_big_files(logged_in):
-    page = html(logged_in.post("/pipelines/import/", {"file": upload("not json {")}))
-    assert "the file is not valid JSON" in page
+    page = html(logged_in.post("/pipelines/import/", {"file": upload('{"name": "x",}')}))
+    assert "the file is not valid JSON: line 1, character 14: a field name in double quotes" in page
     bad = {"steps": [{"name": "a", "prompt": "x", "output_key": "a", "colour": "red"}]}
     page = html(logged_in.post("/pipelines/import/", {"file": upload(json.dumps(bad))}))
     assert "step 1 (&#x27;a&#x27;): colour is not a known field" in page

@@ -80,12 +80,12 @@ def test_plain_words_use_the_params():
     )
     by_code = {p.code: p for p in spec.problems()}
     assert plain_words(by_code["unknown_variable"]) == (
-        "`{{nope}}` is not made by any step before this one. You can use: {{t}}, {{topic}}."
+        "“{{nope}}” is not made by any step before this one. You can use: {{t}}, {{topic}}."
     )
     assert plain_words(by_code["bad_template"]).startswith(
         "The system prompt has a mistake in a {{ }} placeholder ("
     )
-    assert plain_problem(by_code["unknown_variable"]).startswith("Step 2 (b): `{{nope}}` is not")
+    assert plain_problem(by_code["unknown_variable"]).startswith("Step 2 (b): “{{nope}}” is not")
 
 
 def test_pipeline_level_and_structural_problems():

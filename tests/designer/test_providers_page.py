@@ -241,10 +241,10 @@ def test_prices_are_saved_shown_in_the_list_and_filled_back_in(logged_in, owner)
     [
         (
             "gpt-4o-mini: 0.15 / 0.60\ngpt-4o 2.50 10",
-            "line 2: write it as `model: input / output`, e.g. `gpt-4o-mini: 0.15 / 0.60`",
+            "line 2: write it as “model: input / output”, for example “gpt-4o-mini: 0.15 / 0.60”",
         ),
-        ("gpt-4o-mini: 0.15", "line 1: write it as `model: input / output`"),
-        (": 1 / 2", "line 1: write it as `model: input / output`"),
+        ("gpt-4o-mini: 0.15", "line 1: write it as “model: input / output”"),
+        (": 1 / 2", "line 1: write it as “model: input / output”"),
         ("gpt-4o-mini: cheap / 0.60", "line 1: the prices must be numbers"),
         ("gpt-4o-mini: nan / 0.60", "line 1: the prices must be numbers"),
         ("\n\ngpt-4o-mini: 0.15 / -0.60", "line 3: a price cannot be negative"),

@@ -130,7 +130,7 @@ def test_a_judge_step_built_in_the_form_is_the_builders_judge(client_owner, qa):
     assert spec.steps[3].model_dump() == expected.model_dump()
     assert spec.steps[:3] == library.get("qa-from-topics").spec.steps
     assert spec.problems() == []
-    assert "4 judge 1 -> 1 Judges question, answer on 2 criteria" in card(r, 3)
+    assert "4 judge 1 → 1 Judges question, answer on 2 criteria" in card(r, 3)
     assert "Model: big-model (mine) · adds helpfulness, grounded, rationale" in card(r, 3)
     assert "Keeps only: helpfulness at least 4" in card(r, 3)
 

@@ -160,9 +160,12 @@ def test_edit_of_a_json_field_must_stay_json(owner_client, owner):
     rec = records(run)[0]
     Record.objects.filter(pk=rec.pk).update(data={**rec.data, "tags": ["a", "b"]})
     url = reverse("designer:record-edit", args=[run.code, rec.pk])
-    response = owner_client.post(url, {"field:tags": "[not json"})
+    response = owner_client.post(url, {"field:tags": '["a", "b",]'})
     assert response.status_code == 200
-    assert "must stay valid JSON" in response.content.decode()
+    page = response.content.decode()
+    assert "“tags” must stay JSON like the original, and it is not: line 1, character 11" in page
+    assert "a value was expected (is one missing, or is there a comma too many?)" in page
+    assert "Expecting" not in page  # not Python's own words
     rec.refresh_from_db()
     assert rec.edited is None
     owner_client.post(url, {"field:tags": '["a", "c"]'})

@@ -341,6 +341,7 @@ def test_task_detail_shows_inputs_prompt_reply_attempts_and_lineage(owner_client
     assert "&quot;topic&quot;: &quot;Topic 0&quot;" in page  # inputs
     assert "HTTP 429: slow down" in page and "could not parse" in page
     assert "fake-model" in page and "10 in · 5 out" in page
+    assert "input row 1" in page  # where the task came from, in words
     children = Task.objects.filter(parent=root)
     for child in children:
         assert f"/tasks/{child.pk}/" in page
@@ -349,7 +350,8 @@ def test_task_detail_shows_inputs_prompt_reply_attempts_and_lineage(owner_client
         reverse("designer:task-detail", args=[run.code, leaf.pk])
     ).content.decode()
     assert f"/tasks/{root.pk}/" in page and f"/tasks/{leaf.parent_id}/" in page
-    assert "record t" in page  # the record it made
+    assert f"result 1 of task {leaf.parent_id}" in page
+    assert ">Record " in page  # the record it made
     other = make_run(owner, topics=1)
     stranger = Task.objects.filter(run=other).first()
     # a task of another run is not found under this run

@@ -43,7 +43,7 @@ def test_chained_callbacks():
         << Step("Sum {{answers}}", name="d", output_key="summary")
     )
     spec = p.input(topic="t").build()
-    assert [s.fan for s in spec.steps] == ["1 -> N", "1 -> n", "N -> 1", "1 -> 1"]
+    assert [s.fan for s in spec.steps] == ["1 → N", "1 → n", "N → 1", "1 → 1"]
 
 
 def test_invalid_pipelines_are_refused_with_the_spec_checks():

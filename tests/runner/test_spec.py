@@ -596,14 +596,14 @@ def test_full_spec_contexts():
 def test_fan_of_each_step():
     spec = PipelineSpec.load(full_spec())
     assert [f"{s.name}: {s.fan}" for s in spec.steps] == [
-        "subtopics: 1 -> N",
-        "question: 1 -> 1",
-        "answer: 1 -> n",
-        "summary: N -> 1",
-        "final: 1 -> 1",
+        "subtopics: 1 → N",
+        "question: 1 → 1",
+        "answer: 1 → n",
+        "summary: N → 1",
+        "final: 1 → 1",
     ]
     assert set(FAN) == set(get_args(CallbackType))
-    assert StepSpec(name="s", prompt="p", output_key="o").fan == "1 -> 1"
+    assert StepSpec(name="s", prompt="p", output_key="o").fan == "1 → 1"
 
 
 # -- check_inputs --------------------------------------------------------------------

@@ -141,7 +141,7 @@ PG_TESTS := tests/runner/test_database.py tests/runner/test_engine_db.py \
 	tests/integration/test_budget.py tests/integration/test_callbacks_e2e.py \
 	tests/integration/test_workflows.py tests/designer/test_runs.py tests/designer/test_review.py \
 	tests/designer/test_export.py tests/designer/test_roles.py tests/designer/test_people.py \
-	tests/runner/test_workspace_migration.py
+	tests/runner/test_workspace_migration.py tests/designer/test_assignments.py
 
 # Separate pytest runs; zero browser tests (exit code 5) is not a failure.
 test: system-test-deps test-deps $(WANT_LOCAL)

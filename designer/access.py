@@ -11,8 +11,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
 from django.http import Http404
 
-from runner.models import Member, Provider, Run, Workspace
-from runner.models.workspaces import PIPELINES, PROVIDERS, RUNS
+from runner.models import Member, Provider, ReviewPlan, Run, Workspace
+from runner.models.workspaces import PIPELINES, PROVIDERS, REVIEWER, RUNS
 
 from .models import Pipeline
 
@@ -41,7 +41,26 @@ def pipeline_for(user, code, need=PIPELINES):
 
 
 def run_for(user, code, need=RUNS):
-    return _in_workspace(Run, user, code, need)
+    """A run of the user's workspace; a reviewer opens only the runs whose review names them."""
+    run = _in_workspace(Run, user, code, need)
+    if run.member.role == REVIEWER and not _in_plan(run, user):
+        raise PermissionDenied("As reviewer you can only open the runs you review")
+    return run
+
+
+def _in_plan(run, user):
+    plan = ReviewPlan.objects.filter(run_id=run.pk).only("reviewers").first()
+    return plan is not None and user.pk in plan.reviewers
+
+
+def visible_runs(request):
+    """The runs of the current workspace the user may open (a reviewer: the ones they review)."""
+    member = current(request)
+    runs = Run.objects.filter(workspace=member.workspace)
+    if member.role != REVIEWER:
+        return runs
+    plans = ReviewPlan.objects.filter(run__in=runs).values_list("run_id", "reviewers")
+    return runs.filter(pk__in=[rid for rid, people in plans if member.user_id in people])
 
 
 def provider_for(user, code, need=PROVIDERS):

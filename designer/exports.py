@@ -58,6 +58,7 @@ def options_from(params, keys, run):
         system=params.get("system", "").strip(),
         choose=params.get("choose") or export.default_choose(run),
         set_aside=bool(params.get("set_aside")),
+        decision="majority" if params.get("decision") == "majority" else "decided",
     )
     problems += options.problems(keys)
     return options, kind, package, problems
@@ -91,6 +92,7 @@ def _form(request, run, keys, params=None, problems=None):
                 "answer_field": params.get("answer_field", answer),
                 "choose": params.get("choose") or export.default_choose(run),
                 "set_aside": bool(params.get("set_aside")),
+                "decision": params.get("decision", "decided"),
                 "system": params.get("system", ""),
             },
             "choices": export.CHOICES,

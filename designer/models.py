@@ -16,6 +16,8 @@ class Pipeline(InWorkspace):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pipelines"
     )
     name = models.CharField(max_length=200)
+    # Markdown shown beside each record while reviewing its runs (a run's review may change it)
+    guidelines = models.TextField(blank=True, default="")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -11,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import JSONField, Max, OuterRef, Subquery
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.http import content_disposition_header
@@ -22,6 +22,7 @@ from runner.spec import OutputFormat, PipelineSpec, SpecError, library
 
 from . import actions
 from .access import current, need, pipeline_for
+from .assignments import GUIDELINES_CHARS, render_guidelines
 from .models import Pipeline, PipelineVersion
 from .views import go
 
@@ -202,8 +203,29 @@ def pipeline_detail(request, code):
         versions=pipeline.versions.all()[:5],
         edit_url=reverse("designer:pipeline-edit", args=[pipeline.code]),
         launch_url=reverse("designer:pipeline-launch", args=[pipeline.code]),
+        guidelines=render_guidelines(pipeline.guidelines),
+        can_edit=pipeline.member.can(EDIT),
     )
     return render(request, "designer/pipeline_detail.html", ctx)
+
+
+@login_required
+def pipeline_guidelines(request, code):
+    """The pipeline's review guidelines (Markdown), shown beside each record in review."""
+    pipeline = pipeline_for(request.user, code, EDIT)
+    if refused := post_only(request):
+        return refused
+    text = request.POST.get("guidelines", "")
+    if len(text) > GUIDELINES_CHARS:
+        messages.error(
+            request,
+            f"Keep the guidelines under {GUIDELINES_CHARS:,} characters; nothing was saved.",
+        )
+    else:
+        pipeline.guidelines = text
+        pipeline.save(update_fields=["guidelines", "updated"])
+        messages.success(request, "Saved the review guidelines.")
+    return redirect("designer:pipeline-detail", code=pipeline.code)
 
 
 @login_required
@@ -366,6 +388,7 @@ urlpatterns = [
     path("pipelines/<uuid:code>/delete/", pipeline_delete, name="pipeline-delete"),
     path("pipelines/<uuid:code>/export/", pipeline_export, name="pipeline-export"),
     path("pipelines/<uuid:code>/versions/", pipeline_versions, name="pipeline-versions"),
+    path("pipelines/<uuid:code>/guidelines/", pipeline_guidelines, name="pipeline-guidelines"),
     path(
         "pipelines/<uuid:code>/versions/<int:number>/",
         version_detail,

@@ -15,6 +15,7 @@ never by a list computed up front.
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -24,10 +25,17 @@ from django.views.decorators.http import require_http_methods, require_POST
 from runner.events import quality as run_quality
 from runner.export import in_order, record_keys
 from runner.models import Record
-from runner.models.workspaces import REVIEW
+from runner.models.workspaces import REVIEW, REVIEWER
 from runner.spec import tables
 
 from .access import run_for
+from .assignments import (
+    assigned_elsewhere,
+    own_verdict,
+    own_verdicts,
+    plan_of,
+    render_guidelines,
+)
 from .quality import aside_notes, made_from, verdicts
 from .runs import PAGE_SIZE, ancestors, lineage_path, pretty, step_names
 from .selection import (
@@ -208,7 +216,12 @@ def _bulk_apply(request, run):
     expected = request.POST.get("expected", "")
     if expected and expected != str(sel.records.count()):  # the run made or moved records since
         return _bulk_confirm(request, run, sel, action, changed=True)
-    n = Record.objects.filter(pk__in=sel.records.values("pk")).update(review=ACTIONS[action])
+    n = own_verdicts(run, sel.records, request.user, ACTIONS[action])
+    if n is None:  # not one of the plan's reviewers: an editor's decision on them all
+        decision = ACTIONS[action]
+        n = Record.objects.filter(pk__in=sel.records.values("pk")).update(
+            review=decision, settled=decision != Record.UNREVIEWED
+        )
     messages.success(request, f"{DONE[action]} {n} record(s).")
     return redirect(_records_url(run, sel))
 
@@ -284,6 +297,7 @@ def _review_page(request, run, record=None, edit_errors=None, edit_values=None):
         "edit_errors": edit_errors or [],
         "ws_path": f"/ws/runs/{run.code}/",
         **filter_context(run, sel),
+        **_plan_context(run, request.user),
     }
     if record is not None:
         context.update(
@@ -293,6 +307,17 @@ def _review_page(request, run, record=None, edit_errors=None, edit_values=None):
             prev_url=f"{url}?{querystring(sel.filters, before=record.pk)}",
         )
     return render(request, "runs/review.html", context)
+
+
+def _plan_context(run, user):
+    plan = plan_of(run)
+    if plan is None:
+        return {}
+    return {
+        "in_plan": user.pk in plan.reviewers,
+        "guidelines": render_guidelines(plan.guidelines),
+        "queue_url": reverse("designer:run-queue", kwargs={"code": run.code}),
+    }
 
 
 def _back(run, record, filters, advance):
@@ -309,15 +334,22 @@ def record_review(request, code, record_id):
     record = get_object_or_404(Record, run=run, pk=record_id)
     filters = select(run, filters_from(request)).filters
     action = request.POST.get("action", "")
+    if run.member.role == REVIEWER and assigned_elsewhere(run, record, request.user):
+        raise PermissionDenied("As reviewer you can only review the records assigned to you")
     if action in ACTIONS:
-        Record.objects.filter(pk=record.pk).update(review=ACTIONS[action])
+        decision = ACTIONS[action]
+        if not own_verdict(run, record, request.user, decision=decision):
+            # not one of its plan's reviewers: an editor's decision, over any majority
+            Record.objects.filter(pk=record.pk).update(
+                review=decision, settled=decision != Record.UNREVIEWED
+            )
         return _back(run, record, filters, advance=action != "unreview")
     if action == "rate":
         value = request.POST.get("rating", "")
-        if value in ("1", "2", "3", "4", "5"):
-            Record.objects.filter(pk=record.pk).update(rating=int(value))
-        elif value in ("", "0"):
-            Record.objects.filter(pk=record.pk).update(rating=None)
+        if value in ("1", "2", "3", "4", "5", "", "0"):
+            rating = int(value) if value not in ("", "0") else None
+            if not own_verdict(run, record, request.user, rating=rating):
+                Record.objects.filter(pk=record.pk).update(rating=rating)
         else:
             messages.error(request, "A rating is a whole number from 1 to 5.")
         return _back(run, record, filters, advance=False)

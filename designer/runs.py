@@ -29,7 +29,7 @@ from runner.models import Run, Task
 from runner.models.workspaces import CONTROL
 from runner.spec import money
 
-from .access import current, run_for
+from .access import run_for, visible_runs
 from .models import Pipeline
 
 PAGE_SIZE = 50
@@ -90,7 +90,7 @@ def lineage_path(prefix, depth):
 @login_required
 def run_list(request):
     runs = (
-        Run.objects.filter(workspace=current(request).workspace)
+        visible_runs(request)
         .order_by("-created")
         .only(
             "code",

@@ -33,6 +33,8 @@ from runner.export import record_keys
 from runner.models import Record, Task
 from runner.spec.checks import KEY_RE
 
+from .assignments import narrow_to_mine
+
 STATUSES = (Record.UNREVIEWED, Record.ACCEPTED, Record.REJECTED, "edited")
 RATINGS = ("1", "2", "3", "4", "5", "rated", "unrated")
 # flag value -> (what the choice reads as, which records)
@@ -153,7 +155,7 @@ def querystring(filters, **extra):
 def select(run, params):
     """The run's records that `params` selects (not yet ordered: see `ordered`)."""
     sel = Selection(Record.objects.filter(run=run))
-    for narrow in (_by_flag, _by_origin, _by_status, _by_rating, _by_text):
+    for narrow in (narrow_to_mine, _by_flag, _by_origin, _by_status, _by_rating, _by_text):
         narrow(sel, run, params)
     sel.filters["sort"] = _sort_of(sel, params)
     for m in (NUMBER, LENGTH):

@@ -2,7 +2,18 @@
 
 from django.urls import path
 
-from . import editor, exports, launch, people, pipelines, providers, review, runs, views
+from . import (
+    assignments,
+    editor,
+    exports,
+    launch,
+    people,
+    pipelines,
+    providers,
+    review,
+    runs,
+    views,
+)
 
 app_name = "designer"
 
@@ -16,4 +27,5 @@ urlpatterns = [
     *review.urlpatterns,
     *exports.urlpatterns,
     *people.urlpatterns,
+    *assignments.urlpatterns,
 ]

@@ -19,7 +19,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from runner.models import Run, Workspace
 from runner.models.workspaces import PIPELINES
 
-from .access import current
+from .access import current, visible_runs
 from .models import Pipeline
 
 CLI_USERNAME = "cli"  # the user runner.engine.adhoc.owner_for makes on an empty database
@@ -83,9 +83,7 @@ def home(request):
     pipelines = (
         Pipeline.objects.filter(workspace=member.workspace)[:8] if member.can(PIPELINES) else []
     )
-    recent = Run.objects.filter(workspace=member.workspace).only(
-        "code", "name", "status", "created"
-    )
+    recent = visible_runs(request).only("code", "name", "status", "created")
     runs = [(run, reverse("designer:run-detail", args=[run.code])) for run in recent[:10]]
     return render(
         request,

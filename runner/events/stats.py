@@ -17,6 +17,7 @@ from runner.spec import estimate
 from runner.spec.money import fmt_dollars
 
 from .quality import cached_quality, quality_state
+from .reviews import reviewer_progress
 
 WINDOW_SECONDS = 10  # calls per second are counted over this many recent seconds
 FAILURE_REASONS = 20  # the most common reasons the state carries
@@ -135,6 +136,7 @@ def run_state(run, now=None):
         "started": run.started.isoformat() if run.started else None,
         "finished": run.finished.isoformat() if run.finished else None,
         "quality": cached_quality(run),
+        "reviewers": reviewer_progress(run),
     }
     spent = sum(step_costs)
     if priced(run, spent):  # micro-dollars, and in words for the page (its script shows the text)

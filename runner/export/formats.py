@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.db.models import Q
+from django.db.models import Count, F, Q
 
 from runner.models import Record
 
@@ -82,6 +82,9 @@ class Options:
     system: str = ""
     choose: str = "rating"  # "judge": a pairwise judge step's verdict
     set_aside: bool = False  # also export what filters and the duplicate check set aside
+    # with several reviewers: "decided" (an editor's settled decision, else the majority)
+    # or "majority" (the reviewers' majority only, whatever was settled)
+    decision: str = "decided"
 
     def problems(self, keys=None):
         out = []
@@ -158,14 +161,20 @@ def default_chat_fields(run):
     return (keys[0] if keys else ""), (outs[-1] if outs else "")
 
 
-def iter_records(run, accepted_only=False, set_aside=False):
+def iter_records(run, accepted_only=False, set_aside=False, decision="decided"):
     """The run's records in seq order, in batches: dicts with the current data.
 
-    Records set aside (filtered out, duplicates) only when `set_aside`."""
+    Records set aside (filtered out, duplicates) only when `set_aside`. Accepted ones
+    only: by the run's decision, or (`decision="majority"`) by the reviewers' majority."""
     qs = Record.objects.filter(run_id=run.pk)
     if not set_aside:
         qs = qs.kept()
-    if accepted_only:
+    if accepted_only and decision == "majority":
+        qs = qs.annotate(
+            yes=Count("reviews", filter=Q(reviews__decision=Record.ACCEPTED)),
+            no=Count("reviews", filter=Q(reviews__decision=Record.REJECTED)),
+        ).filter(yes__gt=F("no"))
+    elif accepted_only:
         qs = qs.filter(review=Record.ACCEPTED)
     last = None
     while True:
@@ -301,7 +310,7 @@ class Export:
     def _plain(self):
         o = self.options
         order = record_keys(self.run) if o.fields is None else None
-        for r in iter_records(self.run, o.accepted_only, o.set_aside):
+        for r in iter_records(self.run, o.accepted_only, o.set_aside, o.decision):
             data = r["current"]
             row = (
                 in_order(data, order) if o.fields is None else {n: data.get(s) for s, n in o.fields}
@@ -312,7 +321,7 @@ class Export:
 
     def _chat(self):
         o = self.options
-        for r in iter_records(self.run, o.accepted_only, o.set_aside):
+        for r in iter_records(self.run, o.accepted_only, o.set_aside, o.decision):
             data = r["current"]
             prompt, answer = data.get(o.prompt_field), data.get(o.answer_field)
             if prompt is None or answer is None:
@@ -361,7 +370,7 @@ class Export:
         judge = pair_judge(self.run.spec_obj)
         if judge is None:
             return
-        for r in iter_records(self.run, o.accepted_only, o.set_aside):
+        for r in iter_records(self.run, o.accepted_only, o.set_aside, o.decision):
             data = r["current"]
             chosen, rejected = data.get(judge.chosen_key), data.get(judge.rejected_key)
             preferred = data.get(judge.preferred_key)
@@ -436,7 +445,7 @@ class Export:
         else:  # one pass over the records for their keys, one to write
             base = record_keys(self.run)
             extra = set()
-            for r in iter_records(self.run, o.accepted_only, o.set_aside):
+            for r in iter_records(self.run, o.accepted_only, o.set_aside, o.decision):
                 extra.update(k for k in r["current"] if k not in base)
             base += sorted(extra)
         if o.meta:

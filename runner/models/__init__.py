@@ -1,6 +1,7 @@
 """The data layer: workspaces, providers, runs, tasks and records (the `runner` app's models)."""
 
 from .deployment import Deployment
+from .reviews import Review, ReviewPlan
 from .runs import Provider, Record, Run, Task, TaskQuerySet
 from .workspaces import Invitation, Member, Workspace
 
@@ -10,6 +11,8 @@ __all__ = [
     "Member",
     "Provider",
     "Record",
+    "Review",
+    "ReviewPlan",
     "Run",
     "Task",
     "TaskQuerySet",

@@ -358,6 +358,8 @@ class Record(models.Model):
     duplicate_of = models.CharField(max_length=300, blank=True, default="")
     step = models.PositiveIntegerField(null=True, blank=True)  # set aside after this step
     restored = models.BooleanField(default=False)  # set aside, then put back by a reviewer
+    # `review` was decided by an editor (not the majority of several reviewers' reviews)
+    settled = models.BooleanField(default=False)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

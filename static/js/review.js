@@ -2,7 +2,8 @@
 // button or follows a link that is on the page (marked data-key), so the page
 // works the same without this script; the server saves each change first.
 //   a accept · r reject · u unreview · 1-5 rate · 0 clear rating · e edit
-//   j / → / ↓ next · k / ← / ↑ previous · in the edit form: Ctrl+Enter saves, Esc closes
+//   j / → / ↓ next · k / ← / ↑ previous · ? the list of keys · in the edit form:
+//   Ctrl+Enter saves, Esc closes
 (function () {
   "use strict";
 
@@ -39,6 +40,19 @@
     }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const key = ALIASES[event.key] || event.key;
+    if (key === "?") {
+      const sheet = document.getElementById("cheat-sheet");
+      if (sheet) {
+        event.preventDefault();
+        sheet.hidden = !sheet.hidden;
+      }
+      return;
+    }
+    if (key === "Escape") {
+      const sheet = document.getElementById("cheat-sheet");
+      if (sheet && !sheet.hidden) sheet.hidden = true;
+      return;
+    }
     if (key === "e") {
       event.preventDefault();
       openEditor();

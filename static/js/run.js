@@ -137,6 +137,25 @@
     return t;
   }
 
+  // Per-reviewer progress of an assigned review (runner.events.reviews).
+  function renderReviewers(list) {
+    const body = document.querySelector("#reviewers tbody");
+    if (!body) return;
+    show("reviewers", list.length > 0);
+    const rows = list.map(function (p) {
+      const tr = el("tr");
+      tr.setAttribute("data-reviewer", p.name);
+      tr.append(el("td", p.name));
+      [["assigned", p.assigned], ["reviewed", p.reviewed], ["per_minute", p.per_minute === null ? "-" : p.per_minute]].forEach(function (c) {
+        const td = el("td", c[1] === "-" ? "-" : num(c[1]), "num");
+        td.setAttribute("data-col", c[0]);
+        tr.append(td);
+      });
+      return tr;
+    });
+    body.replaceChildren.apply(body, rows);
+  }
+
   function renderQuality(q) {
     const box = document.getElementById("quality");
     if (!box || !q) return;
@@ -240,6 +259,7 @@
     if (s.steps) renderSteps(s.steps, hasCost);
     if (s.failures) renderFailures(s.failures);
     if (s.quality) renderQuality(s.quality);
+    if (s.reviewers) renderReviewers(s.reviewers);
     ticking();
     root.setAttribute("data-status", s.status);
   }

@@ -13,5 +13,6 @@ def test_login_and_home_page(page, django_user_model):
     assert "/accounts/login/" in page.url  # anonymous visitors are sent to log in
     login(page, "ada", "a-long-password-1")
     page.wait_for_url(lambda url: "/accounts/login/" not in url)
-    assert page.locator("header").inner_text().count("ada") == 1
+    assert page.locator("header .user").inner_text() == "ada"
+    assert page.locator("#workspace-choice").inner_text() == "ada's workspace"
     assert page.console_errors == []

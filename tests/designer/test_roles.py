@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 
 from designer import actions
-from runner.models import Member, Provider, Record, Run, Workspace
+from runner.models import Member, Provider, Record, ReviewPlan, Run, Workspace
 from runner.spec import library
 
 from .test_runs import make_run
@@ -51,6 +51,7 @@ def team(django_user_model):
     provider.set_api_key("sk-team-secret-WXYZ")
     provider.save()
     record = Record.objects.filter(run=run).first()
+    ReviewPlan.objects.create(run=run, reviewers=[people["reviewer"].pk], overlap=1)
     return {
         "people": people,
         "outsider": outsider,
@@ -231,3 +232,15 @@ def test_a_run_launched_by_an_editor_belongs_to_the_workspace(client, team, redi
     assert run.workspace == team["workspace"] and run.owner == team["people"]["editor"]
     client.force_login(team["people"]["viewer"])
     assert client.get(url("run-detail", run.code)).status_code == 200
+
+
+def test_a_reviewer_opens_only_the_runs_they_review(client, team, django_user_model):
+    other = make_run(
+        team["people"]["admin"], topics=1, name="Not theirs", workspace=team["workspace"]
+    )
+    client.force_login(team["people"]["reviewer"])
+    listed = client.get(url("run-list")).content.decode()
+    assert team["run"].name in listed and "Not theirs" not in listed
+    response = client.get(url("run-detail", other.code))
+    assert response.status_code == 403
+    assert "only open the runs you review" in response.content.decode()

@@ -45,6 +45,13 @@ class Command(BaseCommand):
             "pairwise judge when it has one, else by rating)",
         )
         parser.add_argument(
+            "--decision",
+            default="decided",
+            choices=("decided", "majority"),
+            help="with --accepted-only and several reviewers: the run's decision (an "
+            "editor's settled one, else the majority) or the reviewers' majority only",
+        )
+        parser.add_argument(
             "--set-aside",
             action="store_true",
             help="also export records that filters and the duplicate check set aside "
@@ -86,6 +93,7 @@ class Command(BaseCommand):
             system=opts["system"],
             choose=opts["choose"] or export.default_choose(run),
             set_aside=opts["set_aside"],
+            decision=opts["decision"],
         )
         problems += options.problems(export.record_keys(run))
         if problems:

@@ -31,6 +31,7 @@ from runner.models.workspaces import CONTROL, REVIEW, REVIEWER
 from runner.spec import agreement
 
 from .access import run_for
+from .history import note
 
 GUIDELINES_CHARS = 20_000
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
@@ -221,6 +222,13 @@ def assign(request, code):
             },
         )
         progress.announce(run)
+        note(
+            request.user,
+            run.workspace_id,
+            f"assigned the review to {len(chosen)} reviewer(s), "
+            f"{form.cleaned_data['overlap']} review(s) a record",
+            run=run,
+        )
         messages.success(
             request,
             f"Review assigned to {len(chosen)} reviewer(s), "
@@ -287,10 +295,24 @@ def settle(request, code, record_id):
         record.settled = False
         record.save(update_fields=["settled"])
         decide(record)
+        note(
+            request.user,
+            run.workspace_id,
+            f"sent record {record.pk} back to the majority",
+            run=run,
+            record=record,
+        )
         messages.success(request, f"Record {record.pk} follows its reviewers' majority again.")
     elif decision in (Record.ACCEPTED, Record.REJECTED):
         record.review, record.settled = decision, True
         record.save(update_fields=["review", "settled"])
+        note(
+            request.user,
+            run.workspace_id,
+            f"settled record {record.pk}: {decision}",
+            run=run,
+            record=record,
+        )
         messages.success(request, f"Record {record.pk} is settled: {decision}.")
     else:
         messages.error(request, "Settle a record as accepted or rejected.")

@@ -30,6 +30,7 @@ from runner.spec import CallbackSpec, PipelineSpec, StepSpec, tables
 
 from .access import pipeline_for
 from .actions import save_version
+from .history import note
 from .quality_form import QualityStepForm as StepForm  # the step form: workflow, judge, quality
 from .quality_form import known_fields, new_judge
 from .quality_rows import judge_words, quality_words
@@ -409,6 +410,12 @@ def save(request, pipeline):
         message = f"No changes since version {version.number}."
     else:
         message = f"Saved as version {version.number}."
+        note(
+            request.user,
+            pipeline.workspace_id,
+            f"edited it (version {version.number})",
+            pipeline=pipeline,
+        )
     if spec.problems():
         message += " Fix the problems shown before launching it."
     return render_editor(request, pipeline, spec, panel=panel, message=message)

@@ -29,6 +29,7 @@ from runner.spec import PipelineSpec, SpecError
 from runner.spec import estimate as estimator
 
 from .access import pipeline_for
+from .history import note
 from .step_forms import plain_problem
 from .uploads import (
     UploadError,
@@ -305,6 +306,14 @@ def launch(request, code):
         for problem in exc.problems:
             form.add_error(None, plain_problem(problem))
         return _page(request, pipeline, version, spec, problems, form)
+    inputs = len(form.inputs)
+    note(
+        request.user,
+        pipeline.workspace_id,
+        f"launched a run of version {version.number} on {inputs:,} input(s)",
+        run=run,
+        pipeline=pipeline,
+    )
     url = reverse("designer:run-detail", args=[run.code])
     if request.htmx:
         return HttpResponseClientRedirect(url)

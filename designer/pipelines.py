@@ -23,6 +23,7 @@ from runner.spec import OutputFormat, PipelineSpec, SpecError, library
 from . import actions
 from .access import current, need, pipeline_for
 from .assignments import GUIDELINES_CHARS, render_guidelines
+from .history import note, of_pipeline
 from .models import Pipeline, PipelineVersion
 from .views import go
 
@@ -185,6 +186,7 @@ def pipeline_create(request):
         pipeline = actions.create_pipeline(
             request.user, PipelineSpec(name=form.cleaned_data["name"]), workspace=member.workspace
         )
+        note(request.user, pipeline.workspace_id, "created the pipeline", pipeline=pipeline)
         messages.success(request, f"Created the pipeline “{pipeline.name}”.")
         return go(request, open_url(pipeline))
     if request.htmx:
@@ -205,6 +207,7 @@ def pipeline_detail(request, code):
         launch_url=reverse("designer:pipeline-launch", args=[pipeline.code]),
         guidelines=render_guidelines(pipeline.guidelines),
         can_edit=pipeline.member.can(EDIT),
+        history=of_pipeline(pipeline),
     )
     return render(request, "designer/pipeline_detail.html", ctx)
 
@@ -224,6 +227,9 @@ def pipeline_guidelines(request, code):
     else:
         pipeline.guidelines = text
         pipeline.save(update_fields=["guidelines", "updated"])
+        note(
+            request.user, pipeline.workspace_id, "changed the review guidelines", pipeline=pipeline
+        )
         messages.success(request, "Saved the review guidelines.")
     return redirect("designer:pipeline-detail", code=pipeline.code)
 
@@ -236,6 +242,12 @@ def pipeline_rename(request, code):
         if form.is_valid():
             old = pipeline.name
             actions.rename_pipeline(pipeline, form.cleaned_data["name"])
+            note(
+                request.user,
+                pipeline.workspace_id,
+                f"renamed it from “{old}” to “{pipeline.name}”",
+                pipeline=pipeline,
+            )
             messages.success(request, f"Renamed “{old}” to “{pipeline.name}”.")
             return go(request, reverse("designer:pipeline-list"))
     else:
@@ -252,6 +264,7 @@ def pipeline_duplicate(request, code):
     if refused := post_only(request):
         return refused
     copy = actions.duplicate_pipeline(pipeline, request.user)
+    note(request.user, copy.workspace_id, f"made it as a copy of “{pipeline.name}”", pipeline=copy)
     messages.success(request, f"Made “{copy.name}”, a copy of “{pipeline.name}”.")
     return go(request, reverse("designer:pipeline-list"))
 
@@ -282,6 +295,7 @@ def pipeline_import(request):
         pipeline = actions.import_pipeline(
             request.user, form.spec, form.cleaned_data["file"].name, member.workspace
         )
+        note(request.user, pipeline.workspace_id, "imported the pipeline", pipeline=pipeline)
         messages.success(request, f"Imported the pipeline “{pipeline.name}”.")
         return go(request, open_url(pipeline))
     return render(
@@ -346,6 +360,12 @@ def version_restore(request, code, number):
     if before is not None and restored.pk == before.pk:
         messages.info(request, f"Version {version.number} is already the current content.")
     else:
+        note(
+            request.user,
+            pipeline.workspace_id,
+            f"restored version {version.number} as version {restored.number}",
+            pipeline=pipeline,
+        )
         messages.success(
             request, f"Restored version {version.number} as version {restored.number}."
         )
@@ -374,6 +394,12 @@ def template_use(request, slug):
         return refused
     member = need(request, EDIT)
     pipeline = actions.pipeline_from_template(request.user, template, member.workspace)
+    note(
+        request.user,
+        pipeline.workspace_id,
+        f"made it from the template {template.title}",
+        pipeline=pipeline,
+    )
     messages.success(request, f"Made “{pipeline.name}”, your own copy of the template.")
     return go(request, open_url(pipeline))
 

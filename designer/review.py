@@ -36,6 +36,7 @@ from .assignments import (
     plan_of,
     render_guidelines,
 )
+from .history import note, of_record
 from .quality import aside_notes, made_from, verdicts
 from .runs import PAGE_SIZE, ancestors, lineage_path, pretty, step_names
 from .selection import (
@@ -222,6 +223,12 @@ def _bulk_apply(request, run):
         n = Record.objects.filter(pk__in=sel.records.values("pk")).update(
             review=decision, settled=decision != Record.UNREVIEWED
         )
+    note(
+        request.user,
+        run.workspace_id,
+        f"{DONE[action].lower()} {n:,} record(s) at once ({', '.join(sel.words) or 'all'})",
+        run=run,
+    )
     messages.success(request, f"{DONE[action]} {n} record(s).")
     return redirect(_records_url(run, sel))
 
@@ -278,6 +285,7 @@ def _card(run, record, edit_values):
         "lineage": lineage_of(record, run, step_names(run)),
         "note": note,
         "verdicts": verdicts(run, record.current),
+        "history": of_record(record),
     }
 
 
@@ -338,6 +346,8 @@ def record_review(request, code, record_id):
         raise PermissionDenied("As reviewer you can only review the records assigned to you")
     if action in ACTIONS:
         decision = ACTIONS[action]
+        words = {"accept": "accepted", "reject": "rejected", "unreview": "unreviewed"}[action]
+        note(request.user, run.workspace_id, f"{words} record {record.pk}", run=run, record=record)
         if not own_verdict(run, record, request.user, decision=decision):
             # not one of its plan's reviewers: an editor's decision, over any majority
             Record.objects.filter(pk=record.pk).update(
@@ -348,6 +358,12 @@ def record_review(request, code, record_id):
         value = request.POST.get("rating", "")
         if value in ("1", "2", "3", "4", "5", "", "0"):
             rating = int(value) if value not in ("", "0") else None
+            words = (
+                f"rated record {record.pk} {rating}/5"
+                if rating
+                else f"cleared the rating of record {record.pk}"
+            )
+            note(request.user, run.workspace_id, words, run=run, record=record)
             if not own_verdict(run, record, request.user, rating=rating):
                 Record.objects.filter(pk=record.pk).update(rating=rating)
         else:
@@ -367,6 +383,7 @@ def record_restore(request, code, record_id):
     if record.flag:
         record.restore()
         run_quality.forget(run)  # the run's measure counts it now
+        note(request.user, run.workspace_id, f"restored record {record.pk}", run=run, record=record)
         messages.success(
             request, f"Restored {record.key}: it counts among the run's records again."
         )
@@ -410,6 +427,13 @@ def record_edit(request, code, record_id):
     filters = select(run, filters_from(request)).filters
     if request.POST.get("action") == "restore":
         Record.objects.filter(pk=record.pk).update(edited=None)
+        note(
+            request.user,
+            run.workspace_id,
+            f"undid the edit of record {record.pk}",
+            run=run,
+            record=record,
+        )
         messages.success(request, "Restored the original record.")
         return _back(run, record, filters, advance=False)
     values, problems = apply_edit(record, request.POST)
@@ -419,6 +443,8 @@ def record_edit(request, code, record_id):
         return _review_page(request, run, record, edit_errors=problems, edit_values=posted)
     edited = None if values == record.data else values
     Record.objects.filter(pk=record.pk).update(edited=edited)
+    if edited:
+        note(request.user, run.workspace_id, f"edited record {record.pk}", run=run, record=record)
     messages.success(
         request,
         "Saved your edit; the original is kept." if edited else "No change from the original.",

@@ -29,7 +29,9 @@ from runner.models import Run, Task
 from runner.models.workspaces import CONTROL
 from runner.spec import money
 
+from . import history
 from .access import run_for, visible_runs
+from .history import note
 from .models import Pipeline
 
 PAGE_SIZE = 50
@@ -199,6 +201,7 @@ def run_detail(request, code):
             "budget": "" if budget is None else money.fmt_dollars(budget),
             "budget_dollars": None if budget is None else money.dollars(budget),
             "paused": run.status == Run.PAUSED,
+            "history": history.of_run(run),
         },
     )
 
@@ -211,6 +214,7 @@ def run_cancel(request, code):
         messages.error(request, f"The run is {run.status}, so there is nothing to cancel.")
     else:
         engine.cancel_run(run)
+        note(request.user, run.workspace_id, "cancelled the run", run=run)
         messages.success(request, "Cancelled: calls in flight finish; resume picks up the rest.")
     return redirect("designer:run-detail", code=run.code)
 
@@ -225,6 +229,7 @@ def run_resume(request, code):
         messages.error(request, "The run has completed; to run failed tasks again, retry them.")
     else:
         engine.resume_run(run, failed=False)
+        note(request.user, run.workspace_id, "resumed the run", run=run)
         messages.success(request, "Resumed: tasks not yet done are queued again.")
     return redirect("designer:run-detail", code=run.code)
 
@@ -238,6 +243,7 @@ def run_retry_failed(request, code):
         messages.error(request, "No task has failed, so there is nothing to retry.")
     else:
         engine.retry_failed(run)
+        note(request.user, run.workspace_id, f"retried {failed:,} failed task(s)", run=run)
         messages.success(request, f"Retrying {failed} failed task(s) with fresh calls.")
     return redirect("designer:run-detail", code=run.code)
 
@@ -261,8 +267,10 @@ def run_budget(request, code):
             f"{money.fmt_dollars(run.spent)}: it stays paused. Raise it further to go on.",
         )
     elif was_paused:
+        note(request.user, run.workspace_id, f"set the budget to {shown}", run=run)
         messages.success(request, f"The budget is now {shown}: the run goes on.")
     else:
+        note(request.user, run.workspace_id, f"set the budget to {shown}", run=run)
         messages.success(request, f"The budget is now {shown}.")
     return redirect("designer:run-detail", code=run.code)
 

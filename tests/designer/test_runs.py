@@ -266,7 +266,7 @@ def test_a_run_of_100000_tasks_loads_in_bounded_queries(
         ),
         batch_size=5000,
     )
-    with django_assert_max_num_queries(13):  # one is the review plan
+    with django_assert_max_num_queries(14):  # two are the review plan and the history
         response = owner_client.get(reverse("designer:run-detail", args=[run.code]))
     assert response.status_code == 200
     state = response.context["state"]

@@ -87,6 +87,9 @@ def site(owner, fake_llm):
         "provider-new": "/providers/new/",
         "provider": f"/providers/{provider.code}/",
         "provider-delete": f"/providers/{provider.code}/delete/",
+        "people": "/people/",
+        "assign": f"/runs/{run.code}/assign/",
+        "agreement": f"/runs/{run.code}/agreement/",
         "not-found": "/no-such-page/",
     }
 

@@ -21,6 +21,21 @@
     if (first) first.focus();
   }
 
+  // An empty queue fills while the run goes: look again when the run has made records
+  // since this page was shown (at most every 2 seconds).
+  const empty = document.querySelector(".review-empty");
+  const counted = document.querySelector('[data-bind="records"]');
+  const shownWith = counted ? Number(counted.textContent.replace(/[^0-9]/g, "")) : 0;
+  let lookedAt = Date.now();
+  document.addEventListener("run:state", function (event) {
+    if (!empty || !event.detail) return;
+    const made = Number(event.detail.records || 0);
+    if (made > shownWith && Date.now() - lookedAt > 2000) {
+      lookedAt = Date.now();
+      window.location.reload();
+    }
+  });
+
   document.addEventListener("keydown", function (event) {
     const el = event.target;
     const typing = el && (el.tagName === "TEXTAREA" || el.tagName === "INPUT" || el.tagName === "SELECT" || el.isContentEditable);

@@ -262,6 +262,8 @@
     if (s.reviewers) renderReviewers(s.reviewers);
     ticking();
     root.setAttribute("data-status", s.status);
+    // other scripts of the page (review.js) follow the state too
+    document.dispatchEvent(new CustomEvent("run:state", { detail: s }));
   }
 
   function receive(next) {

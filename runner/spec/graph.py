@@ -128,7 +128,7 @@ def _node(i, step, counted):
         n = len(step.judge.criteria)
         node.kind, node.kind_words = JUDGE, f"a judge of {n} criteri{'on' if n == 1 else 'a'}"
     elif step.callback.type in estimate.LISTS:
-        node.kind, node.kind_words = LIST, "a list, each item its own task"
+        node.kind, node.kind_words = LIST, "a list, fanned out"
     return node
 
 

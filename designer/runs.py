@@ -29,7 +29,9 @@ from runner.models import Run, Task
 from runner.models.workspaces import CONTROL
 from runner.spec import money
 
+from . import actions
 from .access import current, run_for
+from .launch import RUN_NAME_CHARS
 from .models import Pipeline
 
 PAGE_SIZE = 50
@@ -190,6 +192,7 @@ def run_detail(request, code):
         "runs/detail.html",
         {
             "run": run,
+            "spec": run.spec_obj,
             "state": state,
             "pipeline": pipeline_label(run),
             "percent": round(100 * state["progress"], 1),
@@ -199,6 +202,8 @@ def run_detail(request, code):
             "budget": "" if budget is None else money.fmt_dollars(budget),
             "budget_dollars": None if budget is None else money.dollars(budget),
             "paused": run.status == Run.PAUSED,
+            "can_control": run.member.can(CONTROL),
+            "name_chars": RUN_NAME_CHARS,
         },
     )
 
@@ -239,6 +244,23 @@ def run_retry_failed(request, code):
     else:
         engine.retry_failed(run)
         messages.success(request, f"Retrying {failed} failed task(s) with fresh calls.")
+    return redirect("designer:run-detail", code=run.code)
+
+
+@login_required
+@require_POST
+def run_rename(request, code):
+    run = run_for(request.user, code, CONTROL)
+    name = " ".join(request.POST.get("name", "").split())
+    if not name:
+        messages.error(request, "The run was not renamed: give it a name.")
+    elif len(name) > RUN_NAME_CHARS:
+        messages.error(
+            request, f"The run was not renamed: a name holds at most {RUN_NAME_CHARS} characters."
+        )
+    else:
+        actions.rename_run(run, name)
+        messages.success(request, f"Renamed the run “{name}”.")
     return redirect("designer:run-detail", code=run.code)
 
 
@@ -421,6 +443,7 @@ urlpatterns = [
     path("runs/<uuid:code>/resume/", run_resume, name="run-resume"),
     path("runs/<uuid:code>/retry-failed/", run_retry_failed, name="run-retry-failed"),
     path("runs/<uuid:code>/budget/", run_budget, name="run-budget"),
+    path("runs/<uuid:code>/rename/", run_rename, name="run-rename"),
     path("runs/<uuid:code>/tasks/", task_list, name="run-tasks"),
     path("runs/<uuid:code>/tasks/<int:task_id>/", task_detail, name="task-detail"),
 ]

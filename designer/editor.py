@@ -449,7 +449,7 @@ def check_step(request, pipeline):
         per_step, _ = problems_by_step(spec)
         form.show_problems(per_step.get(int(request.POST["step-index"]), []))
     problems = [
-        ((form.fields[name].label or "") if name in form.fields else "", error)
+        (form[name].label if name in form.fields else "", error)
         for name, errors in form.errors.items()
         for error in errors
     ]

@@ -15,16 +15,19 @@ from runner.spec import graph as pipeline_graph_data
 
 register = template.Library()
 
-NODE_W = 176  # a box
-GAP = 156  # between two boxes: the arrow and its labels
+NODE_W = 150  # a step's box
+END_W = 120  # the inputs' box and the records'
+GAP = 130  # between two boxes: the arrow and its labels
+FIRST_GAP = 48  # from the inputs to the first step: an arrow with no label
 PAD = 8  # around the drawing
 LINE = 18  # one line of text in a box
 TITLE_Y = 24  # the first line's baseline, from the top of a box
 PROMPT_H = 22  # a workflow's prompt inside its step's box
 PROMPT_STEP = 30
-NAME_CHARS = 20  # of a name in a box; the whole name is the box's tooltip
-LABEL_CHARS = 25  # of a label on an arrow
-INNER_CHARS = 18  # of a workflow prompt's id
+PROMPT_W = NODE_W - 48  # leaves room on its right for the loops
+NAME_CHARS = 16  # of a name in a box; the whole name is the box's tooltip
+LABEL_CHARS = 21  # of a label on an arrow
+INNER_CHARS = 14  # of a workflow prompt's id
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Box:
     title: str
     lines: list  # (text, what the run page's script writes there, or "")
     kind: str = "end"
+    w: int = END_W
     full_title: str = ""
     number: int | None = None
     prompts: list = field(default_factory=list)  # (x, y, text, full text)
@@ -41,7 +45,7 @@ class Box:
 
     @property
     def right(self):
-        return self.x + NODE_W
+        return self.x + self.w
 
     @property
     def rows(self):
@@ -68,6 +72,7 @@ def _step_box(x, node, state_step):
         _cut(f"{node.number}. {node.name}", NAME_CHARS),
         lines,
         kind=node.kind,
+        w=NODE_W,
         full_title=f"Step {node.number}: {node.name}",
         number=node.index,
     )
@@ -82,7 +87,7 @@ def _place_prompts(box, node):
         y = y0 + i * PROMPT_STEP
         where[prompt] = y + PROMPT_H / 2
         box.prompts.append((x, y, _cut(prompt, INNER_CHARS), prompt))
-    edge_x = x + NODE_W - 48  # the prompts' right side, where a loop leaves and comes back
+    edge_x = x + PROMPT_W  # the prompts' right side, where a loop leaves and comes back
     for i, loop in enumerate(node.loops):
         a, b = where[loop.source], where[loop.target]
         bend = edge_x + 18 + 6 * i
@@ -97,13 +102,14 @@ def layout(drawn, state=None):
     """Boxes, arrows and the size of the drawing."""
     steps = (state or {}).get("steps") or [None] * len(drawn.nodes)
     boxes = [Box(PAD, "Inputs", [(drawn.input_words, "")])]
+    x = PAD + END_W + FIRST_GAP
     for i, node in enumerate(drawn.nodes):
-        box = _step_box(PAD + (i + 1) * (NODE_W + GAP), node, steps[i] if i < len(steps) else None)
+        box = _step_box(x, node, steps[i] if i < len(steps) else None)
         if node.prompts:
             _place_prompts(box, node)
         boxes.append(box)
-    end = PAD + (len(drawn.nodes) + 1) * (NODE_W + GAP)
-    boxes.append(Box(end, "Records", [("your dataset", "")]))
+        x += NODE_W + GAP
+    boxes.append(Box(x, "Records", [("your dataset", "")]))
     height = max(b.height for b in boxes)
     mid = PAD + height // 2
     arrows = []
@@ -123,8 +129,7 @@ def layout(drawn, state=None):
         "height": height + 2 * PAD,
         "top": PAD,
         "box_h": height,
-        "node_w": NODE_W,
-        "prompt_w": NODE_W - 60,
+        "prompt_w": PROMPT_W,
         "prompt_h": PROMPT_H,
     }
 

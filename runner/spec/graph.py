@@ -35,7 +35,7 @@ class Node:
     index: int  # the step's place, from 0
     name: str
     kind: str  # PROMPT, LIST, WORKFLOW or JUDGE
-    kind_words: str  # "one prompt", "2 prompts sharing a memory", ...
+    kind_words: str  # "one prompt", "2 prompts, one memory", ...
     calls: int  # calls the step makes, for these inputs
     callback_words: str  # what becomes of its results, in words
     prompts: list[str] = field(default_factory=list)  # a workflow's prompts, in order
@@ -120,7 +120,7 @@ def _node(i, step, counted):
     if flow is not None:
         n = len(flow.tasks)
         node.kind = WORKFLOW
-        node.kind_words = "1 prompt with a memory" if n == 1 else f"{n} prompts sharing a memory"
+        node.kind_words = "1 prompt, a memory" if n == 1 else f"{n} prompts, one memory"
         node.prompts = [t.id for t in flow.tasks]
         node.loops = _loops(flow)
         node.calls_each = f"{'up to ' if counted.upto else ''}{counted.prompts} prompts each"

@@ -60,9 +60,21 @@ def restore_version(pipeline, version):
     return save_version(pipeline, spec, note=f"restored version {version.number}")
 
 
+IMPORTED = " (imported)"
+
+
 def import_pipeline(owner, spec: PipelineSpec, filename="", workspace=None):
+    """A new pipeline of an imported spec, named "<its name> (imported)"."""
     note = f"imported from {filename}"[:200] if filename else "imported"
-    return create_pipeline(owner, spec, note=note, workspace=workspace)
+    name = (
+        spec.name if spec.name.endswith(IMPORTED) else spec.name[: 200 - len(IMPORTED)] + IMPORTED
+    )
+    return create_pipeline(owner, spec, name=name, note=note, workspace=workspace)
+
+
+def rename_run(run, name):
+    run.name = name
+    run.save(update_fields=["name"])
 
 
 def pipeline_from_template(owner, template, workspace=None):

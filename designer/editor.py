@@ -446,6 +446,25 @@ def apply_step(request, pipeline):
 
 @require_POST
 @_editor_view
+def check_step(request, pipeline):
+    """What Apply would mark in the open step form, while one types; nothing is applied."""
+    spec = read_draft(request, pipeline)
+    spec, form, ok = _apply_step_form(request, spec)
+    if form is None:
+        raise BadRequest("no step form was sent")
+    if ok:
+        per_step, _ = problems_by_step(spec)
+        form.show_problems(per_step.get(int(request.POST["step-index"]), []))
+    problems = [
+        (form[name].label if name in form.fields else "", error)
+        for name, errors in form.errors.items()
+        for error in errors
+    ]
+    return render(request, "designer/step_check.html", {"problems": problems})
+
+
+@require_POST
+@_editor_view
 def open_try(request, pipeline):
     """The form that tries a step on one sample (the open step form is applied first)."""
     spec = read_draft(request, pipeline)
@@ -509,6 +528,7 @@ urlpatterns = [
     path("pipelines/<uuid:code>/edit/save/", save, name="editor-save"),
     path("pipelines/<uuid:code>/edit/step/", edit_step, name="step-edit"),
     path("pipelines/<uuid:code>/edit/step/apply/", apply_step, name="step-apply"),
+    path("pipelines/<uuid:code>/edit/step/check/", check_step, name="step-check"),
     path("pipelines/<uuid:code>/edit/try/", open_try, name="try-open"),
     path("pipelines/<uuid:code>/edit/try/start/", start_try, name="try-start"),
     path("pipelines/<uuid:code>/edit/try/<slug:trial_id>/", try_result, name="try-result"),

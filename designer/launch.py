@@ -41,6 +41,19 @@ from .uploads import (
 
 PREVIEW_ROWS = 5
 MIN_BUDGET = Decimal("0.01")
+NAMED_CHARS = 40  # of the input a run is named after
+RUN_NAME_CHARS = 200  # Run.name
+
+
+def run_name(pipeline_name, inputs, filename=""):
+    """A run's name: "<pipeline> · <file name>", or "<pipeline> · <first input's first value>"."""
+    after = filename
+    if not after and inputs and inputs[0]:
+        after = " ".join(str(next(iter(inputs[0].values()))).split())
+    if len(after) > NAMED_CHARS:
+        after = after[: NAMED_CHARS - 1].rstrip() + "…"
+    name = f"{pipeline_name} · {after}" if after else pipeline_name
+    return name[:RUN_NAME_CHARS]
 
 
 # -- the estimate ---------------------------------------------------------------------
@@ -148,6 +161,7 @@ class LaunchForm(forms.Form):
         self.table = None
         self.mapping = {}
         self.inputs = []
+        self.filename = ""  # of the inputs' file, when they come from one
 
     def input_fields(self):
         return [self[f"input_{var}"] for var in self.variables]
@@ -186,6 +200,7 @@ class LaunchForm(forms.Form):
         except UploadError as exc:
             self.add_error("file", str(exc))
             return
+        self.filename = upload.name
         chosen = {var: self.data.get(f"map_{var}") for var in self.variables}
         self.mapping = default_mapping(self.table.columns, self.variables, chosen)
         for var in self.variables:
@@ -244,6 +259,7 @@ def _page(request, pipeline, version, spec, problems, form):
         "variables": variables,
         "has_providers": Provider.objects.filter(workspace=pipeline.workspace).exists(),
         "estimate": estimator.estimate(spec, [{}]) if spec and spec.steps else None,
+        "one_input": [{}],
         "preview": _preview(form.table, variables, form.mapping) if form.table else None,
         "max_mb": f"{limits().max_bytes / 1024 / 1024:g}",
         "max_bytes": limits().max_bytes,
@@ -252,6 +268,7 @@ def _page(request, pipeline, version, spec, problems, form):
     }
     if form.table and form.inputs:
         context["estimate"] = estimator.estimate(spec, form.inputs)
+        context["file_inputs"] = form.inputs
     context["cost"] = cost_estimate(spec, _cost_inputs(form), request.user, form.chosen_provider())
     template = "designer/launch_errors.html" if request.htmx else "designer/launch.html"
     return render(request, template, context)
@@ -301,6 +318,7 @@ def launch(request, code):
             pipeline_version=version.number,
             budget=form.cleaned_data.get("budget"),  # dollars, as launch_run takes it
             workspace=pipeline.workspace,
+            name=run_name(pipeline.name, form.inputs, form.filename),
         )
     except (SpecError, LaunchError) as exc:
         for problem in exc.problems:
@@ -345,6 +363,7 @@ def preview(request, code):
                 if len(mapping) == len(variables):
                     inputs = map_rows(table, mapping)[0]
                 context["estimate"] = estimator.estimate(spec, inputs)
+                context["spec"], context["file_inputs"] = spec, inputs
                 provider = _provider(
                     Provider.objects.filter(workspace=pipeline.workspace),
                     request.POST.get("provider"),

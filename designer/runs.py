@@ -29,9 +29,10 @@ from runner.models import Run, Task
 from runner.models.workspaces import CONTROL
 from runner.spec import money
 
-from . import history
+from . import actions, history
 from .access import run_for, visible_runs
 from .history import note
+from .launch import RUN_NAME_CHARS
 from .models import Pipeline
 
 PAGE_SIZE = 50
@@ -192,6 +193,7 @@ def run_detail(request, code):
         "runs/detail.html",
         {
             "run": run,
+            "spec": run.spec_obj,
             "state": state,
             "pipeline": pipeline_label(run),
             "percent": round(100 * state["progress"], 1),
@@ -202,6 +204,8 @@ def run_detail(request, code):
             "budget_dollars": None if budget is None else money.dollars(budget),
             "paused": run.status == Run.PAUSED,
             "history": history.of_run(run),
+            "can_control": run.member.can(CONTROL),
+            "name_chars": RUN_NAME_CHARS,
         },
     )
 
@@ -245,6 +249,25 @@ def run_retry_failed(request, code):
         engine.retry_failed(run)
         note(request.user, run.workspace_id, f"retried {failed:,} failed task(s)", run=run)
         messages.success(request, f"Retrying {failed} failed task(s) with fresh calls.")
+    return redirect("designer:run-detail", code=run.code)
+
+
+@login_required
+@require_POST
+def run_rename(request, code):
+    run = run_for(request.user, code, CONTROL)
+    name = " ".join(request.POST.get("name", "").split())
+    if not name:
+        messages.error(request, "The run was not renamed: give it a name.")
+    elif len(name) > RUN_NAME_CHARS:
+        messages.error(
+            request, f"The run was not renamed: a name holds at most {RUN_NAME_CHARS} characters."
+        )
+    else:
+        old = run.name
+        actions.rename_run(run, name)
+        note(request.user, run.workspace_id, f"renamed the run from “{old}” to “{name}”", run=run)
+        messages.success(request, f"Renamed the run “{name}”.")
     return redirect("designer:run-detail", code=run.code)
 
 
@@ -429,6 +452,7 @@ urlpatterns = [
     path("runs/<uuid:code>/resume/", run_resume, name="run-resume"),
     path("runs/<uuid:code>/retry-failed/", run_retry_failed, name="run-retry-failed"),
     path("runs/<uuid:code>/budget/", run_budget, name="run-budget"),
+    path("runs/<uuid:code>/rename/", run_rename, name="run-rename"),
     path("runs/<uuid:code>/tasks/", task_list, name="run-tasks"),
     path("runs/<uuid:code>/tasks/<int:task_id>/", task_detail, name="task-detail"),
 ]

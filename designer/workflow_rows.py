@@ -42,24 +42,6 @@ ROW_FIELDS = (
     "goto_text",
     "extra",
 )
-EXPRESSION_WORDS = {
-    "Equal": "is",
-    "NotEqual": "is not",
-    "Contains": "contains",
-    "NotContains": "does not contain",
-    "GreaterThan": "is more than",
-    "LessThan": "is less than",
-    "GreaterThanOrEqual": "is at least",
-    "LessThanOrEqual": "is at most",
-}
-INPUT_WORDS = {
-    "read": "{key}",
-    "get_all": "all of {key}",
-    "peek": "an item of {key}",
-    "pop": "the last item of {key}",
-    "size": "the number of items in {key}",
-    "string": "the text {key}",
-}
 
 
 def posted_list(data, name):
@@ -182,13 +164,13 @@ def _words_of_edge(edge, fallback):
         if c is None:
             out.append(f"then goes to “{edge['target']}”")
         else:
-            what = INPUT_WORDS.get(c["input"].get("kind", "read"), "{key}").format(
+            what = wfspec.INPUT_WORDS.get(c["input"].get("kind", "read"), "{key}").format(
                 key=c["input"]["key"]
             )
-            verb = EXPRESSION_WORDS.get(c["expression"], c["expression"])
+            verb = wfspec.EXPRESSION_WORDS.get(c["expression"], c["expression"])
+            when = f"{what} {verb} “{c['expected']}”"
             out.append(
-                f"goes to “{edge['target']}” when {what} {verb} “{c['expected']}”, "
-                f"otherwise to “{c['target_if_not']}”"
+                f"goes to “{edge['target']}” when {when}, otherwise to “{c['target_if_not']}”"
             )
     if fallback:
         out.append(f"if it fails, goes to “{fallback}”")

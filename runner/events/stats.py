@@ -98,6 +98,7 @@ def run_state(run, now=None):
     eta = round(remaining / speed) if active and remaining and speed > 0 else None
 
     records = Record.objects.filter(run_id=run.pk).counts()
+    _made(steps, records["total"])
     failed = sum(s["counts"][Task.FAILED] for s in steps)
     failures = failure_summary(run, limit=FAILURE_REASONS) if failed else []
     state = {
@@ -138,6 +139,7 @@ def run_state(run, now=None):
         "quality": cached_quality(run),
         "reviewers": reviewer_progress(run),
     }
+    state["chain"] = live_chain(state)
     spent = sum(step_costs)
     if priced(run, spent):  # micro-dollars, and in words for the page (its script shows the text)
         state["cost_micro"], state["cost_text"] = spent, fmt_dollars(spent)
@@ -189,6 +191,26 @@ def _project(steps, spec_steps, run):
         else:
             fan = planned[i - 1].per_task if len(planned) >= i else 1.0
         st["expected"] = total + round((fan or 1.0) * open_parents)
+
+
+def _made(steps, records):
+    """What each step has passed on so far (the next step's tasks; the last step, records)
+    and how far it is, in words: "12 of 50 done, 3 failed"."""
+    for st, after in zip(steps, steps[1:] + [None], strict=True):
+        st["made"] = after["total"] if after else records
+        st["made_words"] = f"{st['made']:,} made"
+        failed = st["counts"][Task.FAILED]
+        st["words"] = f"{st['counts'][Task.DONE]:,} of {st['expected']:,} done" + (
+            f", {failed:,} failed" if failed else ""
+        )
+
+
+def live_chain(state):
+    """The pipeline's counts so far, as its drawing says them: "50 → 250 → 250 → 250, 3 failed"."""
+    steps = state["steps"]
+    counts = [steps[0]["total"] if steps else 0] + [s["made"] for s in steps]
+    extra = [f"{state[k]:,} {k}" for k in ("retrying", "failed") if state[k]]
+    return ", ".join([" → ".join(f"{n:,}" for n in counts), *extra])
 
 
 def failure_summary(run, limit=None):

@@ -84,15 +84,32 @@ def items_asked(prompt):
 
 
 def plural(key, count):
-    """A key in words, plural unless there is one: "subtopic" -> "subtopics", "summary" -> "summaries"."""
+    """A key in words, for `count` of it: "subtopic" -> "subtopics", "summary" -> "summaries";
+    one of a plural key: "versions" -> "version"; a last word of one letter stays as it is:
+    "response_a" -> "responses a"."""
     words = key.replace("_", " ")
-    if count == 1 or words.endswith("s"):
+    head, _, tail = words.rpartition(" ")
+    if head and len(tail) == 1:
+        return f"{plural(head, count)} {tail}"
+    if count == 1:
+        return _singular(words)
+    if words.endswith("s"):
         return words
     if words.endswith("y") and words[-2:-1] not in ("a", "e", "i", "o", "u"):
         return words[:-1] + "ies"
     if words.endswith(("x", "ch", "sh")):
         return words + "es"
     return words + "s"
+
+
+def _singular(words):
+    if words.endswith(("ss", "is", "us")) or not words.endswith("s"):
+        return words
+    if words.endswith("ies"):
+        return words[:-3] + "y"
+    if words.endswith(("xes", "ches", "shes")):
+        return words[:-2]
+    return words[:-1]
 
 
 # -- counting ----------------------------------------------------------------------------
@@ -111,6 +128,11 @@ class StepCount:
     guessed: bool = False  # `items` is DEFAULT_ITEMS: the prompt names no number
     prompts: int = 1  # calls one task makes: a workflow's prompts (a loop: its bound)
     upto: bool = False  # `prompts` is an upper bound (a loop may end sooner)
+    key: str = ""  # the key `label` says in words, to say it for another count
+
+    def of(self, n):
+        """`n` of what the step makes, in words: "5 subtopics", "1 question"."""
+        return f"{n:,} {plural(self.key, n)}"
 
 
 def _list_walked(step, lengths):
@@ -192,19 +214,26 @@ def count(spec, inputs):
                 lengths[key] = calls // max(made, 1)
             elif cb.type not in LISTS and items is not None:
                 lengths[key] = items  # a list kept whole
-        label = plural(result[0] if result else step.output_key, made)
+        key = result[0] if result else step.output_key
         prompts, upto = step.workflow.calls_bound() if step.workflow else (1, False)
         if prompts > 1:
             each = f"{'up to ' if upto else ''}{prompts} prompts each"
             note = f"{each}; {note}" if note else each
         out.append(
             StepCount(
-                i + 1, step.name, calls * prompts, made, label, note, per, items,
-                guessed=not found, prompts=prompts, upto=upto,
+                i + 1, step.name, calls * prompts, made, _label(key, made, cb.type), note, per, items,
+                guessed=not found, prompts=prompts, upto=upto, key=key,
             )
         )  # fmt: skip
         calls = made
     return out
+
+
+def _label(key, made, callback):
+    """What a step makes, in words: "subtopics"; many made into one: "list of subtopics"."""
+    if callback in POOLS:
+        return f"list{'' if made == 1 else 's'} of {plural(key, 2)}"
+    return plural(key, made)
 
 
 # -- tokens and cost ---------------------------------------------------------------------
@@ -268,9 +297,7 @@ class Estimate:
     @property
     def chain(self):
         """The counts in words: 20 topics → 100 subtopics → 100 questions → 100 answers."""
-        return " → ".join(
-            [f"{self.inputs:,} {self.input_label}"] + [f"{s.made:,} {s.label}" for s in self.steps]
-        )
+        return chain(self.inputs, self.input_label, self.steps)
 
     def summary(self):
         text = (
@@ -289,6 +316,17 @@ class Estimate:
         if notes:
             text += " (" + "; ".join(notes) + ")"
         return text
+
+
+def input_label(spec, n):
+    """What `n` inputs of this spec are, in words: "topics" (one key), else "inputs"."""
+    keys = spec.first_step_keys()
+    return plural(keys[0], n) if len(keys) == 1 else plural("input", n)
+
+
+def chain(inputs, label, steps):
+    """Counts in words, from the inputs through what each step makes (StepCounts)."""
+    return " → ".join([f"{inputs:,} {label}"] + [f"{s.made:,} {s.label}" for s in steps])
 
 
 def _k(n):
@@ -406,9 +444,7 @@ def estimate(spec, inputs, endpoints=None):
     if not isinstance(spec, PipelineSpec):
         spec = PipelineSpec.model_validate(spec)
     inputs = list(inputs or [])
-    keys = spec.first_step_keys()
-    label = plural(keys[0], len(inputs)) if len(keys) == 1 else plural("input", len(inputs))
-    est = Estimate(len(inputs), label)
+    est = Estimate(len(inputs), input_label(spec, len(inputs)))
     sizes = {}  # key -> characters of its value in a task's context
     for row in inputs:
         for k, v in row.items():

@@ -45,6 +45,25 @@ Expression = Literal[
 ]
 EXPRESSIONS = Expression.__args__
 InputKind = Literal["read", "get_all", "peek", "pop", "size", "string"]
+# How a condition reads, in words (the designer's form, the pipeline's drawing).
+EXPRESSION_WORDS = {
+    "Equal": "is",
+    "NotEqual": "is not",
+    "Contains": "contains",
+    "NotContains": "does not contain",
+    "GreaterThan": "is more than",
+    "LessThan": "is less than",
+    "GreaterThanOrEqual": "is at least",
+    "LessThanOrEqual": "is at most",
+}
+INPUT_WORDS = {
+    "read": "{key}",
+    "get_all": "all of {key}",
+    "peek": "an item of {key}",
+    "pop": "the last item of {key}",
+    "size": "the number of items in {key}",
+    "string": "the text {key}",
+}
 
 
 class OutputFormat(StrEnum):
@@ -84,6 +103,12 @@ class Condition(Strict):
     expression: Expression
     expected: str = Field(max_length=10_000)
     target_if_not: str
+
+    @property
+    def words(self):
+        """The condition in words: "the number of items in dialogue is at least “6”"."""
+        what = INPUT_WORDS[self.input.kind].format(key=self.input.key)
+        return f"{what} {EXPRESSION_WORDS[self.expression]} “{self.expected}”"
 
 
 class Edge(Strict):

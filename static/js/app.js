@@ -13,3 +13,13 @@ document.addEventListener("submit", (event) => {
     if (path.startsWith(link.getAttribute("href"))) link.setAttribute("aria-current", "page");
   });
 })();
+
+// Toasts (the messages of base.html): one fades away by itself (its CSS animation) and
+// is then removed; "×" removes it at once. Errors stay until dismissed.
+document.addEventListener("animationend", (event) => {
+  if (event.animationName === "toast-out") event.target.remove();
+});
+document.addEventListener("click", (event) => {
+  const close = event.target.closest && event.target.closest(".toast-close");
+  if (close) close.closest("li").remove();
+});

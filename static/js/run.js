@@ -81,6 +81,18 @@
     });
   }
 
+  // The pipeline drawn (designer/graph.html): how far each step is, what it has made.
+  function renderGraph(steps) {
+    steps.forEach(function (st) {
+      root.querySelectorAll('[data-graph-step="' + st.index + '"] [data-graph-bind="words"]').forEach(function (el) {
+        el.textContent = st.words;
+      });
+      root.querySelectorAll('[data-graph-made="' + st.index + '"]').forEach(function (el) {
+        el.textContent = st.made_words;
+      });
+    });
+  }
+
   function renderFailures(failures) {
     const list = document.getElementById("failures");
     if (!list) return;
@@ -257,6 +269,8 @@
       el.hidden = !s.error || paused;
     });
     if (s.steps) renderSteps(s.steps, hasCost);
+    if (s.steps) renderGraph(s.steps);
+    if (s.chain !== undefined) bind("chain", s.chain);
     if (s.failures) renderFailures(s.failures);
     if (s.quality) renderQuality(s.quality);
     if (s.reviewers) renderReviewers(s.reviewers);

@@ -9,7 +9,7 @@ import pytest
 
 from designer.actions import create_pipeline
 from runner.models import Provider, Run
-from runner.spec import PipelineSpec
+from runner.spec import PipelineSpec, library
 
 from .conftest import login
 
@@ -362,4 +362,25 @@ def test_add_a_judge_with_a_criterion_and_keep_only_its_best(page, user):
     ]
     assert step.judge.fields == ["question", "answer"]
     assert [(f.field, f.op, f.value) for f in step.keep] == [("helpfulness", ">=", "4")]
+    assert page.console_errors == []
+
+
+def test_the_step_form_is_checked_while_typing_and_the_drawing_follows(page, user):
+    qa = create_pipeline(user, library.get("qa-from-topics").spec, name="QA")
+    login(page, "ada", "a-long-password-1")
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
+    page.goto(f"/pipelines/{qa.code}/edit/")
+    assert page.locator("#graph .node-title").evaluate_all("els => els.map(e => e.textContent)") == [
+        "Inputs", "1. subtopics", "2. question", "3. answer", "Records",
+    ]  # fmt: skip
+    page.locator("#steps .edit-step").nth(2).click()
+    page.wait_for_selector("#step-form")
+    page.fill("#id_step-prompt", "Answer: {{questoin}}")
+    check = page.locator("#step-check")
+    check.get_by_text("is not made by any step before this one").wait_for()
+    assert page.locator("#step-form").is_visible()  # the form stays as it was
+    assert page.input_value("#id_step-prompt") == "Answer: {{questoin}}"
+    page.fill("#id_step-prompt", "Answer: {{question}}")
+    check.get_by_text("No problems so far.").wait_for()
+    assert "Unsaved changes" in page.locator("#save-status").inner_text()
     assert page.console_errors == []

@@ -69,6 +69,42 @@ def test_counts_move_live_while_the_run_goes(page, owner, fake_llm):
     assert page.console_errors == []
 
 
+GRAPH_TEXTS = "(els) => els.map(e => e.textContent)"  # SVG text has no innerText
+
+
+def test_the_drawing_counts_move_live_and_end_at_the_final_counts(page, owner, fake_llm):
+    run = launch(owner, fake_llm, ["Tea", "Rain", "Volcanoes", "Tides", "Bees"], latency=0.3)
+    page.set_viewport_size({"width": 800, "height": 900})
+    logged_in(page, owner)
+    page.goto(f"/runs/{run.code}/")
+    page.wait_for_selector('#conn[data-conn="open"]')
+    chain = page.locator('#run-graph [data-bind="chain"]')
+    first = chain.inner_text()
+    assert first.startswith("5 → ")
+    # the drawing moves while the run goes: its chain changes before the run ends
+    page.wait_for_function(
+        "(first) => document.querySelector('#run-graph [data-bind=\"chain\"]').textContent !== first",
+        arg=first,
+    )
+    page.wait_for_function(
+        "() => document.querySelector('[data-bind=\"status\"]').textContent === 'completed'",
+        timeout=60000,
+    )
+    # 5 topics → 25 subtopics → 25 questions → 25 answers, as the estimator planned
+    page.wait_for_function("() => document.querySelector('#run-graph [data-bind=\"chain\"]').textContent === '5 → 25 → 25 → 25'")  # fmt: skip
+    made = page.locator("#run-graph [data-graph-made]").evaluate_all(GRAPH_TEXTS)
+    assert made == ["25 made", "25 made", "25 made"]
+    planned = page.locator("#run-graph figcaption .muted").inner_text()
+    assert planned == "(planned: 5 topics → 25 subtopics → 25 questions → 25 answers)"
+    words = page.locator('#run-graph [data-graph-bind="words"]').evaluate_all(GRAPH_TEXTS)
+    assert words == ["5 of 5 done", "25 of 25 done", "25 of 25 done"]
+    # the drawing scrolls inside its own box; the page does not scroll sideways
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")  # fmt: skip
+    box = page.locator("#run-graph")
+    assert box.evaluate("e => e.scrollWidth > e.clientWidth")  # wider than the window: it scrolls
+    assert page.console_errors == []
+
+
 def test_a_failed_task_shows_its_reason_and_retry_failed_finishes_it(page, owner, fake_llm):
     fake_llm.configure(never_json_for=["Volcanoes"])
     provider = provider_for(owner, fake_llm, concurrency=3)

@@ -251,7 +251,7 @@ def test_the_estimate():
     est = estimate.estimate(spec, inputs)
     assert [(s.calls, s.made) for s in est.steps] == [(3, 15), (15, 45), (45, 2), (2, 2)]
     assert "a guess" in est.steps[0].note and "3 copies" in est.steps[1].note
-    assert est.chain == "3 topics → 15 questions → 45 answers → 2 verdicts → 2 summaries"
+    assert est.chain == ("3 topics → 15 questions → 45 answers → 2 lists of verdicts → 2 summaries")
     assert estimate.items_asked("List {{n}} things, 12 of them, from 2020") == (12, True)
     assert estimate.items_asked("Give three examples") == (3, True)
 

@@ -192,8 +192,17 @@ def test_export_round_trip(logged_in, qa, owner):
     response = logged_in.post("/pipelines/import/", {"file": upload(exported, "qa-v1.json")})
     assert response.status_code == 302
     imported = Pipeline.objects.exclude(pk=qa.pk).get(owner=owner)
-    assert imported.spec() == qa.spec()
+    assert imported.name == f"{qa.name} (imported)"
+    assert imported.spec() == qa.spec().model_copy(update={"name": imported.name})
     assert imported.latest.note == "imported from qa-v1.json"
+    assert "Imported the pipeline “QA (imported)”." in html(logged_in.get(response["Location"]))
+
+
+def test_an_imported_copy_of_an_imported_pipeline_is_not_named_twice(logged_in, qa, owner):
+    exported = json.loads(logged_in.get(f"/pipelines/{qa.code}/export/").content)
+    exported["name"] = "QA (imported)"
+    logged_in.post("/pipelines/import/", {"file": upload(json.dumps(exported).encode(), "q.json")})
+    assert Pipeline.objects.exclude(pk=qa.pk).get(owner=owner).name == "QA (imported)"
 
 
 def test_import_a_broken_file_lists_every_problem_and_saves_nothing(logged_in):

@@ -138,6 +138,14 @@ PAGES = [
         True,
     ),
     ("resume run", "post", lambda t: url("run-resume", t["run"].code), {}, MAKERS, True),
+    (
+        "rename run",
+        "post",
+        lambda t: url("run-rename", t["run"].code),
+        {"name": "Renamed run"},
+        MAKERS,
+        True,
+    ),
     ("cancel run", "post", lambda t: url("run-cancel", t["run"].code), {}, MAKERS, True),
     (
         "accept record",

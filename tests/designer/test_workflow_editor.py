@@ -237,7 +237,7 @@ def test_an_imported_workflow_round_trips_with_edges_the_form_cannot_show(client
     upload = SimpleUploadedFile("essays.json", json.dumps(essay_spec()).encode())
     r = client_owner.post("/pipelines/import/", {"file": upload})
     assert r.status_code in (200, 302), r.content[:2000]
-    pipeline = Pipeline.objects.get(name="Essays")
+    pipeline = Pipeline.objects.get(name="Essays (imported)")
     original = pipeline.spec().steps[0].workflow
     assert original.max_tokens == 500
 

@@ -115,6 +115,6 @@ def test_one_question_for_each_item_of_a_pooled_list():
     counts = estimate.count(spec, spec.inputs)  # 3 topics x "List 3 ..." pooled into one list
     assert [(c.calls, c.made) for c in counts] == [(3, 1), (1, 9), (9, 9)]
     est = estimate.estimate(spec, spec.inputs)
-    assert est.chain == "3 topics → 1 subtopics → 9 questions → 9 answers"
+    assert est.chain == "3 topics → 1 list of subtopics → 9 questions → 9 answers"
     assert est.calls == 13 and est.cost_micro == 0 and est.unpriced == []
     assert est.reply_sizes and all("tokens" in s for s in est.reply_sizes)

@@ -17,8 +17,11 @@
     const details = document.getElementById("edit");
     if (!details) return;
     details.open = true;
-    const first = details.querySelector("textarea");
-    if (first) first.focus();
+    // the field the pipeline made last (the answer, in a question/answer run) is the
+    // one people edit most: it gets the focus
+    const fields = details.querySelectorAll("textarea");
+    const last = fields[fields.length - 1];
+    if (last) last.focus();
   }
 
   // An empty queue fills while the run goes: look again when the run has made records

@@ -51,7 +51,7 @@
     const since = state.active ? (Date.now() - receivedAt) / 1000 : 0;
     bind("elapsed", seconds(state.elapsed_seconds + since));
     if (state.eta_seconds === null || state.eta_seconds === undefined) {
-      bind("eta", state.active ? "estimating…" : "-");
+      bind("eta", state.active ? "estimating…" : "none (the run is not going)");
     } else {
       bind("eta", "about " + seconds(Math.max(0, state.eta_seconds - since)));
     }

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from runner.models import Record
+from runner.models import Record, Run
 
 from ..designer.test_review_quality import quality_run
 from ..designer.test_runs import make_run
@@ -131,4 +131,17 @@ def test_restore_a_filtered_out_record_and_the_counts_follow(page, owner):
     assert rows.count() == 1 and rows.get_attribute("data-record") == str(recs["f2"].pk)
     recs["f1"].refresh_from_db()
     assert recs["f1"].flag == "" and recs["f1"].restored
+    assert page.console_errors == []
+
+
+def test_the_e_key_opens_the_edit_form_at_the_last_field(page, owner):
+    run = make_run(owner, topics=1, status=Run.COMPLETED)
+    login(page, owner.username, "owner-pass-123")
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
+    page.goto(f"/runs/{run.code}/review/")
+    page.wait_for_selector("#record")
+    page.keyboard.press("e")
+    focused = page.evaluate("() => document.activeElement.name")
+    last = page.locator("#edit-form textarea").last.get_attribute("name")
+    assert focused == last == "field:answer"
     assert page.console_errors == []

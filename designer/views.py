@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.db import transaction
 from django.shortcuts import redirect, render
@@ -133,8 +133,22 @@ def locked_out(request, original_response=None, credentials=None):
     return render(request, "registration/locked_out.html", context, status=429)
 
 
+class LoginForm(AuthenticationForm):
+    """Django's log-in form, in the product's words."""
+
+    error_messages = {
+        "invalid_login": (
+            "That name and password do not match an account. Check both: capital letters count."
+        ),
+        "inactive": "This account is switched off: ask an admin of your workspace.",
+    }
+
+
 def login(request):
     """Django's log-in page, which sends you to create the first account when there is none."""
     if no_account_yet():
         return redirect("setup")
-    return auth_views.LoginView.as_view(redirect_authenticated_user=True)(request)
+    view = auth_views.LoginView.as_view(
+        redirect_authenticated_user=True, authentication_form=LoginForm
+    )
+    return view(request)

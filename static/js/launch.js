@@ -38,4 +38,15 @@
     const box = e.target.closest && e.target.closest("fieldset[data-source=one]");
     if (box && e.target.form) choose(e.target.form, "one");
   });
+
+  // While a file goes up and is read: how much is sent, then that it is being read
+  // (htmx shows #file-progress during the request: hx-indicator).
+  document.addEventListener("htmx:xhr:progress", function (e) {
+    const bar = document.getElementById("upload-progress");
+    const words = document.getElementById("upload-words");
+    if (!bar || !e.detail || !e.detail.lengthComputable) return;
+    const percent = Math.round((100 * e.detail.loaded) / Math.max(1, e.detail.total));
+    bar.value = percent;
+    words.textContent = percent < 100 ? "Sending the file: " + percent + "%" : "Reading the file…";
+  });
 })();

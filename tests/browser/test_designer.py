@@ -227,9 +227,13 @@ def test_build_try_save_and_launch_qa_from_topics(page, user, provider, pipeline
     assert len(parsed) == 5 and all("item" in item for item in parsed)
     assert "Topic: Solar energy" in page.locator("#try-result .message pre").inner_text()
 
-    # upload a CSV of topics and launch
+    # upload a CSV of topics and launch; while the file is read, the page says so (the
+    # preview's answer is held back until the test has seen it)
     page.click("#launch-link")
     page.wait_for_url(re.compile(r".*/launch/$"))
+    held = []
+    page.route("**/launch/preview/", lambda route: held.append(route))
+    assert page.locator("#file-progress").is_hidden()
     page.set_input_files(
         "#id_file",
         files=[
@@ -240,8 +244,13 @@ def test_build_try_save_and_launch_qa_from_topics(page, user, provider, pipeline
             }
         ],
     )
+    page.locator("#file-progress").wait_for(state="visible")
+    assert "file" in page.locator("#upload-words").inner_text()
+    held[0].continue_()
+    page.unroute("**/launch/preview/")
     preview = page.locator("#file-preview")
     preview.locator(".chain").wait_for()
+    assert page.locator("#file-progress").is_hidden()
     assert preview.locator(".chain").inner_text() == (
         "3 topics → 15 subtopics → 15 questions → 15 answers"
     )

@@ -75,7 +75,7 @@ def test_log_in_and_out(client, owner):
     assert client.get("/pipelines/").status_code == 200
     wrong = Client().post("/accounts/login/", {"username": "owner", "password": "nope"})
     assert wrong.status_code == 200
-    assert b"Please enter a correct username and password" in wrong.content
+    assert b"That name and password do not match an account" in wrong.content
     response = client.post("/accounts/logout/")
     assert response.status_code == 302
     assert response["Location"] == "/accounts/login/"

@@ -36,7 +36,7 @@ def test_the_right_password_is_refused_after_too_many_wrong_ones(owner):
     for _ in range(LIMIT - 1):
         _, response = log_in("owner", "wrong-password")
         assert response.status_code == 200
-        assert "Please enter a correct username and password" in response.content.decode()
+        assert "That name and password do not match an account" in response.content.decode()
     _, response = log_in("owner", "wrong-password")  # the last one allowed
     assert_locked_out(response)
     client, response = log_in("owner", "owner-pass-123")

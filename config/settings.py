@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.forms",  # its templates, under ours (templates/django/forms/field.html)
     "channels",
     "axes",
     "runner",
@@ -107,6 +108,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# Form templates from the project's templates first: labels without Django's colon.
+FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
 ASGI_APPLICATION = "config.asgi.application"
 
 TEMPLATES = [

@@ -141,14 +141,14 @@ def plain_problem(problem):
 # -- the step form ----------------------------------------------------------------------
 
 CALLBACK_CHOICES = [
-    ("default", "One to one: each result feeds one next task"),
-    ("scatter", "Fan out a JSON list: each item becomes a task"),
-    ("broadcast", "Make n copies of each result"),
-    ("aggregate", "Combine all results into one list"),
-    ("flatten", "Join all lists into one list"),
-    ("split_lines", "Split the text into lines: each line becomes a task"),
-    ("split", "Split the text by a delimiter: each part becomes a task"),
-    ("pick", "Pick one field of a JSON object"),
+    ("default", "Pass each result on to one task of the next step (one to one)"),
+    ("scatter", "Split the list into one task per item (scatter)"),
+    ("broadcast", "Make n copies of each result, one task each (broadcast)"),
+    ("aggregate", "Collect all the results into one list for one task (aggregate)"),
+    ("flatten", "Join all the lists into one list (flatten)"),
+    ("split_lines", "Split the text into lines, one task per line (split lines)"),
+    ("split", "Split the text at a separator, one task per part (split)"),
+    ("pick", "Take one field of the JSON object (pick)"),
 ]
 FORMAT_CHOICES = [
     ("text", "Text"),
@@ -229,7 +229,7 @@ class StepForm(forms.Form):
         max_length=64,
         error_messages=_required("Name the result so later steps can use it, e.g. answer."),
     )
-    callback = forms.ChoiceField(label="Then", choices=CALLBACK_CHOICES)
+    callback = forms.ChoiceField(label="Then, with each result", choices=CALLBACK_CHOICES)
     n = forms.IntegerField(
         label="Copies (n)",
         required=False,

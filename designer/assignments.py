@@ -32,6 +32,7 @@ from runner.spec import agreement
 
 from .access import run_for
 from .history import note
+from .models import Pipeline
 
 GUIDELINES_CHARS = 20_000
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
@@ -239,8 +240,6 @@ def assign(request, code):
 
 
 def _pipeline_guidelines(run):
-    from .models import Pipeline
-
     pipeline = Pipeline.objects.filter(code=run.pipeline_code).only("guidelines").first()
     return pipeline.guidelines if pipeline else ""
 
@@ -317,11 +316,6 @@ def settle(request, code, record_id):
     else:
         messages.error(request, "Settle a record as accepted or rejected.")
     return redirect("designer:run-agreement", code=run.code)
-
-
-def conflict_count(run):
-    plan = plan_of(run)
-    return len(agreement_of(run, plan)["conflicts"]) if plan else 0
 
 
 urlpatterns = [

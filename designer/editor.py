@@ -430,15 +430,19 @@ def edit_step(request, pipeline):
     return render_editor(request, pipeline, spec, panel=_step_panel(request, spec, index))
 
 
+def _posted_step_form(request, pipeline):
+    """The draft with the posted step form applied: (spec, form, ok, step index)."""
+    spec, form, ok = _apply_step_form(request, read_draft(request, pipeline))
+    if form is None:
+        raise BadRequest("no step form was sent")
+    return spec, form, ok, int(request.POST["step-index"])
+
+
 @require_POST
 @_editor_view
 def apply_step(request, pipeline):
     """Apply the step form to the draft; mistakes stay beside their fields."""
-    spec = read_draft(request, pipeline)
-    spec, form, ok = _apply_step_form(request, spec)
-    if form is None:
-        raise BadRequest("no step form was sent")
-    index = int(request.POST["step-index"])
+    spec, form, ok, index = _posted_step_form(request, pipeline)
     # Applied: a fresh form of the new step, with the new draft's problems beside its fields.
     panel = _step_panel(request, spec, index, form=None if ok else form, applied=ok)
     return render_editor(request, pipeline, spec, panel=panel)
@@ -448,13 +452,10 @@ def apply_step(request, pipeline):
 @_editor_view
 def check_step(request, pipeline):
     """What Apply would mark in the open step form, while one types; nothing is applied."""
-    spec = read_draft(request, pipeline)
-    spec, form, ok = _apply_step_form(request, spec)
-    if form is None:
-        raise BadRequest("no step form was sent")
+    spec, form, ok, index = _posted_step_form(request, pipeline)
     if ok:
         per_step, _ = problems_by_step(spec)
-        form.show_problems(per_step.get(int(request.POST["step-index"]), []))
+        form.show_problems(per_step.get(index, []))
     problems = [
         (form[name].label if name in form.fields else "", error)
         for name, errors in form.errors.items()

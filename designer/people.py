@@ -68,8 +68,8 @@ class WorkspaceForm(forms.Form):
     name = forms.CharField(max_length=100)
 
 
-def _admins(workspace):
-    return Member.objects.filter(workspace=workspace, role=ADMIN)
+def _admins(workspace_id):
+    return Member.objects.filter(workspace_id=workspace_id, role=ADMIN)
 
 
 def end_sessions(user):
@@ -81,6 +81,16 @@ def end_sessions(user):
         if s.get_decoded().get("_auth_user_id") == uid
     ]
     Session.objects.filter(session_key__in=stale).delete()
+
+
+def _last_admin(target):
+    """True when `target` is the only admin left in their workspace."""
+    return target.role == ADMIN and _admins(target.workspace_id).count() == 1
+
+
+def _people_page(request, member, status=200, **extra):
+    ctx = _people_context(request, member, **extra)
+    return render(request, "designer/people.html", ctx, status=status)
 
 
 def _people_context(request, member, **extra):
@@ -103,8 +113,7 @@ def _people_context(request, member, **extra):
 
 @login_required
 def people(request):
-    member = need(request, PEOPLE)
-    return render(request, "designer/people.html", _people_context(request, member))
+    return _people_page(request, need(request, PEOPLE))
 
 
 @require_POST
@@ -113,14 +122,12 @@ def invite(request):
     member = need(request, PEOPLE)
     form = InviteForm(request.POST)
     if not form.is_valid():
-        ctx = _people_context(request, member, invite_form=form)
-        return render(request, "designer/people.html", ctx, status=400)
+        return _people_page(request, member, status=400, invite_form=form)
     invitation, token = Invitation.make(
         member.workspace, form.cleaned_data["role"], request.user, form.cleaned_data["note"]
     )
     link = request.build_absolute_uri(reverse("invitation", args=[token]))
-    ctx = _people_context(request, member, new_link=link, new_invitation=invitation)
-    return render(request, "designer/people.html", ctx)
+    return _people_page(request, member, new_link=link, new_invitation=invitation)
 
 
 @require_POST
@@ -142,8 +149,7 @@ def make_account(request):
     member = need(request, PEOPLE)
     form = AccountForm(request.POST)
     if not form.is_valid():
-        ctx = _people_context(request, member, account_form=form)
-        return render(request, "designer/people.html", ctx, status=400)
+        return _people_page(request, member, status=400, account_form=form)
     password = secrets.token_urlsafe(TEMP_PASSWORD_BYTES)
     with transaction.atomic():
         user = get_user_model().objects.create_user(
@@ -151,8 +157,7 @@ def make_account(request):
         )
         Account.objects.create(user=user, must_change_password=True)
         Member.objects.create(workspace=member.workspace, user=user, role=form.cleaned_data["role"])
-    ctx = _people_context(request, member, new_account=user, new_password=password)
-    return render(request, "designer/people.html", ctx)
+    return _people_page(request, member, new_account=user, new_password=password)
 
 
 @require_POST
@@ -163,7 +168,7 @@ def change_role(request, member_id):
     role = request.POST.get("role")
     if role not in dict(ROLES):
         messages.error(request, "Choose one of the roles in the list.")
-    elif target.role == ADMIN and role != ADMIN and _admins(me.workspace).count() == 1:
+    elif role != ADMIN and _last_admin(target):
         messages.error(request, "A workspace needs an admin: make someone else admin first.")
     else:
         target.role = role
@@ -178,7 +183,7 @@ def change_role(request, member_id):
 def remove(request, member_id):
     me = need(request, PEOPLE)
     target = get_object_or_404(Member, pk=member_id, workspace=me.workspace)
-    if target.role == ADMIN and _admins(me.workspace).count() == 1:
+    if _last_admin(target):
         messages.error(request, "A workspace needs an admin: make someone else admin first.")
         return redirect("designer:people")
     user = target.user
@@ -201,8 +206,7 @@ def rename(request):
     member = need(request, PEOPLE)
     form = WorkspaceForm(request.POST)
     if not form.is_valid():
-        ctx = _people_context(request, member, rename_form=form)
-        return render(request, "designer/people.html", ctx, status=400)
+        return _people_page(request, member, status=400, rename_form=form)
     member.workspace.name = form.cleaned_data["name"].strip()
     member.workspace.save(update_fields=["name"])
     messages.success(request, f"The workspace is now called “{member.workspace.name}”.")

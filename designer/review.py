@@ -427,6 +427,7 @@ def record_edit(request, code, record_id):
     filters = select(run, filters_from(request)).filters
     if request.POST.get("action") == "restore":
         Record.objects.filter(pk=record.pk).update(edited=None)
+        run_quality.forget(run)
         note(
             request.user,
             run.workspace_id,
@@ -443,6 +444,7 @@ def record_edit(request, code, record_id):
         return _review_page(request, run, record, edit_errors=problems, edit_values=posted)
     edited = None if values == record.data else values
     Record.objects.filter(pk=record.pk).update(edited=edited)
+    run_quality.forget(run)  # the measure reads the records as they are now
     if edited:
         note(request.user, run.workspace_id, f"edited record {record.pk}", run=run, record=record)
     messages.success(

@@ -98,8 +98,16 @@ def cached_quality(run):
             pass
 
 
+def final_quality(run):
+    """The full measure (every sample record, embeddings too): the one kept in Redis for an
+    ended run, so a card or a summary does not measure it (or call an embeddings
+    endpoint) again; measured now while the run goes or when the cache cannot answer."""
+    held = cached_quality(run) if not run.is_active else None
+    return held if held is not None else quality_state(run)
+
+
 def forget(run):
-    """Drop the cached quality (records changed by hand: a restore)."""
+    """Drop the cached quality (records changed by hand: a restore, an edit)."""
     try:
         r = limits.client()
         held = list(r.scan_iter(keys.key("quality", run.code.hex, "*"), count=100))

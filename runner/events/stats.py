@@ -16,7 +16,7 @@ from runner.models import Provider, Record, Task
 from runner.spec import estimate
 from runner.spec.money import fmt_dollars
 
-from .quality import cached_quality, quality_state
+from .quality import cached_quality, final_quality
 from .reviews import reviewer_progress
 
 WINDOW_SECONDS = 10  # calls per second are counted over this many recent seconds
@@ -250,7 +250,7 @@ def run_summary(run, wall_s=None):
         "cost": run.spent / 1_000_000,
         "failures": [{"reason": r, "count": n} for n, r in failure_summary(run)],
         "wall_s": round(wall_s, 3) if wall_s is not None else None,
-        "quality": quality_state(run),
+        "quality": final_quality(run),
     }
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from runner.events.quality import quality_state
+from runner.events.quality import final_quality
 from runner.events.stats import models_used, review_stats, run_state
 
 
@@ -83,7 +83,7 @@ def dataset_card(run, options, data_name=None, pipeline_name=None, exported=None
         f"Records made: {review['total']}. LLM calls: {state['calls']}. "
         f"Tokens: {state['tokens_in']} in, {state['tokens_out']} out.",
         "",
-        *_quality_lines(quality_state(run)),
+        *_quality_lines(final_quality(run)),
         "## Review",
         "",
         f"- Accepted: {review['accepted']}, rejected: {review['rejected']}, "

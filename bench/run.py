@@ -67,6 +67,15 @@ def tree_rss(pid):
     return total
 
 
+def cpu_seconds(procs):
+    """CPU seconds (user + system) the processes have used so far."""
+    total = 0
+    for p in procs:
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class Stack:
     """Redis, the fake provider and a migrated database (`start_services`), then one
     worker (`start`). `host`: the address Redis and the fake listen on."""
@@ -111,23 +120,22 @@ class Stack:
                 stdout=subprocess.DEVNULL,
             )
         )
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.fakes.openai_server",
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.fake_port),
-                    "--latency",
-                    str(self.latency),
-                ],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-            )
+        self.fake = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.openai_server",
+                "--host",
+                self.host,
+                "--port",
+                str(self.fake_port),
+                "--latency",
+                str(self.latency),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
         )
+        self.procs.append(self.fake)
         wait_port(self.redis_port, host=self.host)
         wait_port(self.fake_port, host=self.host)
         subprocess.run(
@@ -166,29 +174,34 @@ class Stack:
             stderr=subprocess.STDOUT,
         )
         self.procs.append(self.worker)
-        if os.getenv("BENCH_PYSPY"):  # profile the worker: BENCH_PYSPY=out.txt
-            self.pyspy = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(self.worker.pid),
-                    "--format",
-                    "raw",
-                    "-o",
-                    os.environ["BENCH_PYSPY"],
-                    "--nonblocking",
-                    "-r",
-                    "200",
-                    "-d",
-                    os.getenv("BENCH_PYSPY_SECONDS", "8"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        else:
-            self.pyspy = None
         time.sleep(3)  # the worker connects to Redis and is ready
+
+    def profile(self):
+        """BENCH_PYSPY=out.txt: record the worker with py-spy from the launch on, for
+        BENCH_PYSPY_SECONDS (raw collapsed stacks)."""
+        self.pyspy = None
+        if not os.getenv("BENCH_PYSPY"):
+            return
+        self.pyspy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(self.worker.pid),
+                "--format",
+                "raw",
+                "-o",
+                os.environ["BENCH_PYSPY"],
+                "--nonblocking",
+                "-r",
+                "200",
+                "-d",
+                os.getenv("BENCH_PYSPY_SECONDS", "4"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.3)  # py-spy attaches
 
     def stop(self):
         if getattr(self, "pyspy", None):
@@ -230,6 +243,8 @@ def run_scenario(stack, topics, latency, concurrency):
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
+    stack.profile()
+    cpu0 = cpu_seconds([stack.worker]), cpu_seconds([stack.fake])
     t0 = time.perf_counter()
     run = engine.launch_run(
         user, spec, inputs, providers={"*": provider.pk}, concurrency=concurrency
@@ -240,6 +255,7 @@ def run_scenario(stack, topics, latency, concurrency):
             break
         time.sleep(0.02)
     wall = time.perf_counter() - t0
+    cpu = cpu_seconds([stack.worker]) - cpu0[0], cpu_seconds([stack.fake]) - cpu0[1]
     done.set()
     calls = Task.objects.filter(run=run, status="done").count()
     failed = Task.objects.filter(run=run, status="failed").count()
@@ -284,8 +300,61 @@ def run_scenario(stack, topics, latency, concurrency):
         "calls_per_s": calls / wall,
         "peak_mb": peak[0] / 1e6,
         "timeline": timeline,
+        "worker_cpu": cpu[0],
+        "fake_cpu": cpu[1],
         "status": run.status,
         "ok": run.status == Run.COMPLETED and failed == 0,
+    }
+
+
+def run_cli(stack, topics, latency, concurrency):
+    """The same run through the command line (`manage.py runpipeline`, as a user types it):
+    the command's wall time against the run's own, from launch to its end in the database."""
+    import json as _json
+
+    from runner.models import Run, Task
+
+    inputs = stack.tmp / "topics.jsonl"
+    inputs.write_text(
+        "".join(_json.dumps({"topic": f"CLI topic {i} {latency}"}) + "\n" for i in range(topics))
+    )
+    command = [
+        sys.executable,
+        "manage.py",
+        "runpipeline",
+        "qa-from-topics",
+        "--inputs",
+        str(inputs),
+        "--base-url",
+        f"http://127.0.0.1:{stack.fake_port}/v1",
+        "--model",
+        "fake",
+        "--concurrency",
+        str(concurrency),
+        "--quiet",
+        "--output",
+        str(stack.tmp / "records.jsonl"),
+        "--summary",
+        str(stack.tmp / "summary.json"),
+    ]
+    t0 = time.time()
+    done = subprocess.run(command, cwd=ROOT, env=stack.env, capture_output=True, text=True)
+    t1 = time.time()
+    if done.returncode != 0:
+        raise RuntimeError(f"runpipeline failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    run = Run.objects.order_by("-pk").first()
+    calls = Task.objects.filter(run=run, status="done").count()
+    own = (run.finished - run.created).total_seconds()
+    return {
+        "wall": t1 - t0,
+        "run_wall": own,
+        "before": run.created.timestamp() - t0,
+        "after": t1 - run.finished.timestamp(),
+        "overhead": (t1 - t0) - own,
+        "calls": calls,
+        "status": run.status,
+        "ideal": sum(math.ceil(n / concurrency) for n in (topics, topics * 5, topics * 5))
+        * latency,
     }
 
 
@@ -323,6 +392,11 @@ def report(r):
         + f"; mean call {t['avg_call_ms'] * 1000:.0f} ms; most calls in flight at the server: {t.get('server_max_in_flight')}",
         flush=True,
     )
+    print(
+        f"  CPU: worker {r['worker_cpu']:.2f} s ({r['worker_cpu'] / max(r['calls'], 1) * 1000:.2f} ms a call), "
+        f"fake provider {r['fake_cpu']:.2f} s",
+        flush=True,
+    )
 
 
 STANDARD = [
@@ -331,6 +405,8 @@ STANDARD = [
     # 10 % of the calls answer 500 or 429 at random: at most 1.5x the time with none
     ["--topics", "50", "--latency", "0.1", "--concurrency", "8", "--fail-rate", "0.1"],
     ["--topics", "200", "--latency", "0.1", "--concurrency", "50", "--fail-rate", "0.1"],
+    # the 200 ms scenario typed as a user types it: the command's own cost
+    ["--topics", "200", "--latency", "0.2", "--concurrency", "200", "--cli"],
 ]
 
 
@@ -351,6 +427,10 @@ def main(argv=None):
         "(500 or 429), and compare",
     )
     parser.add_argument("--max-slowdown", type=float, default=1.5)
+    parser.add_argument(
+        "--cli", action="store_true", help="launch through `manage.py runpipeline` instead"
+    )
+    parser.add_argument("--max-cli-overhead", type=float, default=0.5)
     args = parser.parse_args(argv)
     if args.topics is None:
         # Django is set up once per process: each standard scenario runs in its own.
@@ -358,6 +438,8 @@ def main(argv=None):
             subprocess.call([sys.executable, "-m", "bench.run", *a], cwd=ROOT) for a in STANDARD
         ]
         return 1 if any(codes) else 0
+    if args.cli:
+        return cli_main(args)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         stack = Stack(tmp, args.latency)
         try:
@@ -396,6 +478,33 @@ def main(argv=None):
         )
         if r["slowdown"] > args.max_slowdown:
             misses.append(f"slowdown {r['slowdown']:.2f}x is above the target {args.max_slowdown}x")
+    return report_misses(misses)
+
+
+def cli_main(args):
+    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
+        stack = Stack(tmp, args.latency)
+        try:
+            stack.start()
+            r = run_cli(stack, args.topics, args.latency, args.concurrency)
+        finally:
+            stack.stop()
+    print(
+        f"cli: topics={args.topics} latency={args.latency * 1000:.0f}ms "
+        f"concurrency={args.concurrency}: {r['calls']} calls, run {r['status']}, command "
+        f"{r['wall']:.2f}s against the run's own {r['run_wall']:.2f}s (ideal {r['ideal']:.2f}s, "
+        f"ratio {r['wall'] / r['ideal']:.2f}x): overhead {r['overhead']:.2f}s "
+        f"({r['before']:.2f}s before the launch, {r['after']:.2f}s after the end)",
+        flush=True,
+    )
+    misses = []
+    if r["status"] != "completed":
+        misses.append(f"run ended {r['status']}")
+    if r["overhead"] > args.max_cli_overhead:
+        misses.append(
+            f"the command's overhead {r['overhead']:.2f}s is above the target "
+            f"{args.max_cli_overhead}s"
+        )
     return report_misses(misses)
 
 

@@ -108,15 +108,6 @@ class Stack(bench_run.Stack):
         return [p for p, _ in started]
 
 
-def _cpu(procs):
-    """CPU seconds (user + system) the processes have used so far."""
-    total = 0
-    for p in procs:
-        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def one_run(stack, topics, label):
     from django.contrib.auth import get_user_model
 
@@ -188,9 +179,9 @@ def main(argv=None):
                 procs = stack.workers(nss.names[:n], args.inflight)
                 try:
                     one_run(stack, n, f"warm-up {n}")  # every worker has driven a run once
-                    cpu0 = _cpu(procs)
+                    cpu0 = bench_run.cpu_seconds(procs)
                     r = one_run(stack, args.topics, f"{n} workers")
-                    r["cpu"] = _cpu(procs) - cpu0
+                    r["cpu"] = bench_run.cpu_seconds(procs) - cpu0
                 finally:
                     for p in procs:
                         p.terminate()

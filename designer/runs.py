@@ -90,6 +90,18 @@ def lineage_path(prefix, depth):
 # -- runs list ---------------------------------------------------------------------
 
 
+def tally_totals(tally):
+    """What the runs list shows of a run, from its tasks' counts by step and status."""
+    return {
+        "total": sum(row["n"] for row in tally),
+        "finished": sum(row["n"] for row in tally if row["status"] in Task.TERMINAL),
+        "failed": sum(row["n"] for row in tally if row["status"] == Task.FAILED),
+        "calls": sum(row["calls"] for row in tally),
+        "tokens": sum(row["tin"] + row["tout"] for row in tally),
+        "cost": sum(row["cost"] for row in tally),
+    }
+
+
 @login_required
 def run_list(request):
     runs = (
@@ -105,11 +117,14 @@ def run_list(request):
             "finished",
             "pipeline_code",
             "pipeline_version",
+            "tally",
         )
         .annotate(spec_name=KT("spec__name"))
     )
     page = Paginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
-    # The page's runs first, then their tasks counted in one grouped query.
+    # The page's runs first; an ended run's tasks are counted already (`Run.tally`), the
+    # others' are counted in one grouped query.
+    counts = {r.pk: tally_totals(r.tally) for r in page if r.tally is not None and not r.is_active}
     aggregates = {
         "total": Count("id"),
         "finished": Count("id", filter=Q(status__in=Task.TERMINAL)),
@@ -118,9 +133,9 @@ def run_list(request):
         "tokens": Sum("tokens_in") + Sum("tokens_out"),
         "cost": Sum("cost"),
     }
-    counts = {
+    counts |= {
         row["run_id"]: row
-        for row in Task.objects.filter(run_id__in=[r.pk for r in page])
+        for row in Task.objects.filter(run_id__in=[r.pk for r in page if r.pk not in counts])
         .values("run_id")
         .annotate(**aggregates)
         .order_by()

@@ -10,6 +10,7 @@ have in flight (`process_cap`) by its share of the process. A run with a budget 
 paused by the driver that sees its spend reach it.
 """
 
+import asyncio
 import logging
 import queue
 import threading
@@ -24,7 +25,7 @@ from runner.models import Run, Task
 from runner.spec import money as costs
 
 from . import aio, keys, limits, workflows
-from .calls import CallRunner, Result, cache_key, completion_from_json
+from .calls import CallRunner, cache_key, completion_from_json
 from .endpoints import LaunchError, resolve_endpoints
 from .ports import announce
 from .writer import finish, settle
@@ -32,6 +33,7 @@ from .writer import finish, settle
 log = logging.getLogger("runner.engine")
 
 stopping = threading.Event()  # set when the worker shuts down
+AHEAD = 0.25  # tasks claimed beyond the slots, as a share of them (see `Driver.room`)
 HUNGRY_SECONDS = 1.0  # a driver that got what it asked for this recently may want more
 
 
@@ -42,8 +44,9 @@ class Driver:
         self.run_id = run_id
         self.id = uuid.uuid4().hex[:12]
         self.claims = 0
-        self.inflight = {}  # task id -> concurrent future
-        self.results = queue.SimpleQueue()
+        self.inflight = {}  # task id -> its workflows.Plan, while its calls go on
+        self.tasks = {}  # task id -> its asyncio task (touched in the loop only)
+        self.results = queue.SimpleQueue()  # (plan, Result or the exception that stopped it)
         self.grants = {}  # pool -> this driver's share of its slots now
         self.process_cap = settings.RUNNER_MAX_INFLIGHT  # set by the host
         # When a claim last got all it asked for, or the share was all in use: until a
@@ -127,6 +130,13 @@ class Driver:
         500 or 429 does not, so others are claimed meanwhile (at most one slot's worth
         each, so a provider that is down does not make the driver claim everything)."""
         return len(self.inflight) - min(self.calls.retrying, self.capacity)
+
+    @property
+    def room(self):
+        """Tasks to claim now: free slots, plus a few ahead (AHEAD of the slots) that wait
+        for a slot in the loop, so a slot freed is taken again at once, not after the
+        driver's next pass."""
+        return self.capacity + int(self.capacity * AHEAD) - self.busy
 
     @property
     def capacity(self):
@@ -251,7 +261,7 @@ class Driver:
                 self.last["rate"] = now
                 self._rates(now)
             claimed = 0
-            free = self.capacity - self.busy
+            free = self.room
             if free <= 0:
                 self.full_at = now  # every slot is busy: it could use more
             if free > 0 and (free >= max(1, self.capacity // 10) or self.busy < self.capacity // 2):
@@ -349,13 +359,39 @@ class Driver:
         return len(rows)
 
     def _start(self, rows):
-        """Build the first call of each claimed task's workflow and hand the tasks to the loop."""
+        """Build the first call of each claimed task's workflow and hand the tasks to the loop
+        (one wake-up of the loop for the whole chunk)."""
         plans = [self._plan(row) for row in rows]
+        if not plans:
+            return
         self._prefetch([p.first for p in plans if p.first is not None])
         for plan in plans:
-            fut = aio.submit(workflows.execute(self.calls, plan))
-            self.inflight[plan.task_id] = fut
-            fut.add_done_callback(self._done)
+            self.inflight[plan.task_id] = plan
+        aio.call_soon(self._spawn, plans)
+
+    def _spawn(self, plans):
+        """In the loop: one asyncio task per claimed task."""
+        loop = asyncio.get_running_loop()
+        for plan in plans:
+            self.tasks[plan.task_id] = loop.create_task(self._execute(plan))
+
+    async def _execute(self, plan):
+        """In the loop: the task's workflow; its Result (or what stopped it) goes to the driver."""
+        try:
+            outcome = await workflows.execute(self.calls, plan)
+        except BaseException as exc:  # a bug, or cancelled: the driver puts the task back
+            outcome = exc
+        finally:
+            if self.tasks.get(plan.task_id) is asyncio.current_task():
+                del self.tasks[plan.task_id]
+        self.results.put((plan, outcome))
+
+    def _cancel(self, task_ids):
+        """In the loop: cancel the calls of these tasks."""
+        for task_id in task_ids:
+            task = self.tasks.get(task_id)
+            if task is not None:
+                task.cancel()
 
     def _plan(self, row):
         step = self.spec.steps[row["step"]]
@@ -371,6 +407,7 @@ class Driver:
             step.params,
             self.calls.estimate_tokens,
             single=step.workflow is None,
+            row=row,
         )
         return workflows.prepare(plan)
 
@@ -384,9 +421,6 @@ class Driver:
         for job, raw in zip(jobs, values, strict=True):
             if raw:
                 job.cached = completion_from_json(raw)
-
-    def _done(self, fut):
-        self.results.put(fut)
 
     # finishing
 
@@ -405,29 +439,29 @@ class Driver:
             except queue.Empty:
                 break
         results = []
-        for item in items:
-            if isinstance(item, Result):
-                results.append(item)
+        for plan, outcome in items:
+            if self.inflight.get(plan.task_id) is not plan:
+                continue  # put back already (cancelled, or the run was paused meanwhile)
+            if isinstance(outcome, BaseException):  # a bug or a cancelled call: back to pending
+                log.warning("call failed outside the provider: %r", outcome)
+                del self.inflight[plan.task_id]
+                Task.objects.filter(id=plan.task_id, status=Task.RUNNING).release()
                 continue
-            try:
-                res = item.result()
-            except Exception as exc:  # a bug or a cancelled call: the task goes back to pending
-                log.warning("call failed outside the provider: %r", exc)
-                task_id = next((k for k, v in self.inflight.items() if v is item), None)
-                if task_id is not None:
-                    self.inflight.pop(task_id, None)
-                    Task.objects.filter(id=task_id, status=Task.RUNNING).release()
-                continue
-            results.append(res)
-        for res in results:
-            self.inflight.pop(res.task_id, None)
+            results.append((plan, outcome))
+        rows = {}
+        for plan, res in results:
+            del self.inflight[plan.task_id]
+            rows[plan.task_id] = plan.row
             if not res.cached:
                 self.paid[0] += res.cost
                 self.paid[1] += 1
+        results = [res for _, res in results]
         if results:
-            free = self._budget_room(max(0, self.capacity - self.busy))
+            free = self._budget_room(max(0, self.room))
             t0 = time.perf_counter()
-            claimed = finish(self.run, self.spec, results, claim=self._next_claim(), claim_max=free)
+            claimed = finish(
+                self.run, self.spec, results, claim=self._next_claim(), claim_max=free, meta=rows
+            )
             if len(claimed) >= free:
                 self.full_at = time.monotonic()
             t1 = time.perf_counter()
@@ -489,9 +523,8 @@ class Driver:
         deadline = time.monotonic() + wait
         while self.inflight and time.monotonic() < deadline:
             self._collect(block=True)
-        for fut in self.inflight.values():
-            fut.cancel()
         if self.inflight:
+            aio.call_soon(self._cancel, list(self.inflight))
             Task.objects.filter(id__in=list(self.inflight), status=Task.RUNNING).release(lost=True)
         self.inflight.clear()
 

@@ -72,6 +72,7 @@ class Plan:
     memory: dict = field(default_factory=dict)  # the memory after the first prompt's inputs
     first_error: str = ""  # the first prompt could not be filled in
     single: bool = False  # a one-prompt step: its one call is the task
+    row: dict | None = None  # the claimed row (id, step, key, seq, variant, context): saved with
 
 
 def sub_call(plan, task, memory, n):

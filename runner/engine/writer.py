@@ -24,6 +24,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from runner.models import Record, Run, Task
+from runner.models.runs import CLAIMED_FIELDS
 from runner.spec import WAITING_CALLBACKS
 from runner.spec.callbacks import CallbackError, Output, children_of, gather
 
@@ -85,19 +86,21 @@ _FINISH = (
 )
 
 
-def finish(run, spec, results, claim=None, claim_max=0):
+def finish(run, spec, results, claim=None, claim_max=0, meta=None):
     """Save finished calls in bulk and make their children (or records, after the last step).
 
     Up to `claim_max` new children are written already claimed under `claim` (a
     driver's token), so the driver starts them at once without a round trip through
-    the pending queue; the returned rows describe them."""
+    the pending queue; the returned rows describe them. `meta`: the tasks' rows as
+    claimed ({id: row with key, seq, context, variant, step}); read here when not given."""
     last = len(spec.steps) - 1
-    meta = {
-        row["id"]: row
-        for row in Task.objects.filter(id__in=[r.task_id for r in results]).values(
-            "id", "key", "seq", "context", "variant", "step"
-        )
-    }
+    if meta is None:
+        meta = {
+            row["id"]: row
+            for row in Task.objects.filter(id__in=[r.task_id for r in results]).values(
+                *CLAIMED_FIELDS
+            )
+        }
     made_by_step: dict[int, list] = {}
     for res in results:
         row = meta.get(res.task_id)
@@ -188,7 +191,22 @@ def finish(run, spec, results, claim=None, claim_max=0):
                 insert_aside(cur, run.pk, aside, now)
     if not direct_n:
         return []
-    return Task.objects.claimed(run.pk, claim)
+    # The children just written under the claim, described from memory: only their ids
+    # are read back (a child whose key the run had already is not among them).
+    ids = dict(
+        Task.objects.filter(run_id=run.pk, claim=claim, status=Task.RUNNING).values_list(
+            "key", "id"
+        )
+    )
+    rows = []
+    for step_index, c in children[:direct_n]:
+        task_id = ids.get(c.key)
+        if task_id is not None:
+            rows.append(
+                {"id": task_id, "step": step_index, "key": c.key, "seq": c.seq,
+                 "variant": c.variant, "context": c.context, "round": 0}
+            )  # fmt: skip
+    return rows
 
 
 def _time_spent(r):
@@ -339,11 +357,13 @@ def settle(run, spec):
 
 def _end(run):
     """Nothing is left to do: `completed` when every task succeeded, `failed` when no record
-    could be made, else `completed_with_failures`; the reason says how many and why."""
-    n_failed = Task.objects.filter(run_id=run.pk, status=Task.FAILED).count()
+    could be made, else `completed_with_failures`; the reason says how many and why. The
+    run keeps its tasks' counts (`Run.tally`): none of them changes any more."""
+    tally = Task.objects.filter(run_id=run.pk).tally()
+    n_failed = sum(row["n"] for row in tally if row["status"] == Task.FAILED)
     if not n_failed:
-        return run.complete()
-    total = Task.objects.filter(run_id=run.pk).count()
+        return run.complete(tally=tally)
+    total = sum(row["n"] for row in tally)
     top = Task.objects.filter(run_id=run.pk).failure_reasons().first()
     why = (top["error"] or "no reason given")[:300]
     tasks = "task" if total == 1 else "tasks"
@@ -352,9 +372,9 @@ def _end(run):
         reason = (
             f"No record could be made: {n_failed} of {total} {tasks} failed (most often: {why})."
         )
-        return run.fail("\n".join(filter(None, [reason, earlier])))
+        return run.fail("\n".join(filter(None, [reason, earlier])), tally=tally)
     reason = (
         f"{n_failed} of {total} {tasks} failed, so their records are missing "
         f"(most often: {why}). Retry the failed tasks to fill them in."
     )
-    return run.complete_with_failures("\n".join(filter(None, [reason, earlier])))
+    return run.complete_with_failures("\n".join(filter(None, [reason, earlier])), tally=tally)

@@ -22,7 +22,7 @@ log = logging.getLogger("runner.progress")
 
 
 # What the state reads of a run that changes while it runs (callers may hold an old copy).
-LIVE_FIELDS = ["status", "error", "started", "finished", "aggregated", "providers"]
+LIVE_FIELDS = ["status", "error", "started", "finished", "aggregated", "providers", "tally"]
 # Making the state of a huge run takes a while: drivers spend at most this share of
 # their time on it (a 100,000-task run announces every second or two, a small one
 # as often as the driver asks). A change of status is always announced at once.

@@ -23,6 +23,7 @@ run has ended.
 import json
 import logging
 import statistics
+import time
 
 from django.conf import settings
 from django.db.models import Count, F
@@ -37,6 +38,7 @@ from runner.spec import estimate, quality
 log = logging.getLogger("runner.events")
 
 ENDED_TTL = 7 * 24 * 3600
+FINAL_WAIT_SECONDS = 60  # an ended run's measure being made elsewhere is waited for this long
 EMBED_SAMPLE = 200  # texts a field's embedding diversity is measured on
 
 
@@ -65,8 +67,11 @@ def quality_state(run, sample=None, embeddings=True):
     return out
 
 
-def cached_quality(run):
-    """`quality_state`, from Redis when fresh enough; None when it cannot be had now."""
+def cached_quality(run, wait=0):
+    """`quality_state`, from Redis when fresh enough; None when it cannot be had now.
+
+    `wait`: seconds to wait for another process that is measuring it right now (so an
+    ended run's measure, and its embeddings calls, are made once)."""
     active = run.is_active
     # An ended run's measure is kept under the moment it ended: resumed and ended again,
     # it is measured again.
@@ -74,11 +79,16 @@ def cached_quality(run):
     name = keys.key("quality", run.code.hex, ended)
     try:
         r = limits.client()
-        held = r.get(name)
-        if held is not None:
-            return json.loads(held)
-        if not r.set(name + ":busy", "1", nx=True, ex=60):
-            return None  # another process is computing it
+        deadline = time.monotonic() + wait
+        while True:
+            held = r.get(name)
+            if held is not None:
+                return json.loads(held)
+            if r.set(name + ":busy", "1", nx=True, ex=60):
+                break
+            if time.monotonic() >= deadline:
+                return None  # another process is computing it
+            time.sleep(0.1)
     except Exception:
         log.warning("quality of run %s not cached: Redis unreachable", run.code, exc_info=True)
         return None
@@ -102,7 +112,7 @@ def final_quality(run):
     """The full measure (every sample record, embeddings too): the one kept in Redis for an
     ended run, so a card or a summary does not measure it (or call an embeddings
     endpoint) again; measured now while the run goes or when the cache cannot answer."""
-    held = cached_quality(run) if not run.is_active else None
+    held = cached_quality(run, wait=FINAL_WAIT_SECONDS) if not run.is_active else None
     return held if held is not None else quality_state(run)
 
 

@@ -33,6 +33,13 @@ def priced(run, spent=0):
     return bool(ids) and Provider.objects.filter(pk__in=ids).exclude(prices={}).exists()
 
 
+def task_tally(run):
+    """The run's tasks counted by step and status: kept on an ended run, counted otherwise."""
+    if run.tally is not None and not run.is_active:
+        return run.tally
+    return Task.objects.filter(run_id=run.pk).tally()
+
+
 def run_state(run, now=None):
     """The current state of a run, as the run page and the command line show it."""
     now = now or timezone.now()
@@ -52,19 +59,7 @@ def run_state(run, now=None):
         for i, s in enumerate(spec_steps)
     ]
     step_costs = [0] * len(steps)  # micro-dollars
-    aggregates = {
-        "n": Count("id"),
-        "tin": Sum("tokens_in"),
-        "tout": Sum("tokens_out"),
-        "calls": Sum("attempts"),
-        "cost": Sum("cost"),
-    }
-    rows = (
-        Task.objects.filter(run_id=run.pk)
-        .values("step", "status")
-        .annotate(**aggregates)
-        .order_by()
-    )
+    rows = task_tally(run)
     for row in rows:
         if row["step"] < len(steps):
             st = steps[row["step"]]

@@ -127,6 +127,10 @@ class Run(InWorkspace):
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # Its tasks counted by step and status (`TaskQuerySet.tally`), saved as it ended with
+    # every task ended, so its pages do not count a million tasks again; None while it
+    # runs, and from the moment it is queued again.
+    tally = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created"]
@@ -169,19 +173,26 @@ class Run(InWorkspace):
         """The budget is spent: stop claiming, say why (a paused run's reason may be updated)."""
         return self._move([self.RUNNING, self.PAUSED], self.PAUSED, error=reason)
 
-    def complete(self):
-        """Nothing is left to do, and every task succeeded."""
-        return self._move([self.RUNNING], self.COMPLETED, finished=timezone.now())
+    def complete(self, tally=None):
+        """Nothing is left to do, and every task succeeded (`tally`: their counts)."""
+        return self._move([self.RUNNING], self.COMPLETED, finished=timezone.now(), tally=tally)
 
-    def complete_with_failures(self, reason):
+    def complete_with_failures(self, reason, tally=None):
         """Nothing is left to do; some tasks failed, so their records are missing."""
         return self._move(
-            [self.RUNNING], self.COMPLETED_WITH_FAILURES, error=reason, finished=timezone.now()
+            [self.RUNNING],
+            self.COMPLETED_WITH_FAILURES,
+            error=reason,
+            finished=timezone.now(),
+            tally=tally,
         )
 
-    def fail(self, reason):
-        """The run cannot go on (its spec or its providers are broken)."""
-        return self._move(self.OPEN, self.FAILED, error=reason, finished=timezone.now())
+    def fail(self, reason, tally=None):
+        """The run cannot go on (its spec or its providers are broken); `tally` when every
+        task has ended."""
+        return self._move(
+            self.OPEN, self.FAILED, error=reason, finished=timezone.now(), tally=tally
+        )
 
     def cancel(self):
         """Stop new claims; calls in flight finish and are saved."""
@@ -191,7 +202,10 @@ class Run(InWorkspace):
         """A run that stopped (paused, cancelled, ended) goes back to the queue for its drivers.
 
         `leaving` narrows the states it may leave (a new budget requeues only a paused run)."""
-        return self._move(leaving, self.QUEUED, finished=None, error="")
+        return self._move(leaving, self.QUEUED, finished=None, error="", tally=None)
+
+
+CLAIMED_FIELDS = ("id", "step", "key", "seq", "variant", "context", "round")  # what a driver needs
 
 
 class TaskQuerySet(models.QuerySet):
@@ -215,10 +229,24 @@ class TaskQuerySet(models.QuerySet):
     def claimed(self, run_id, token):
         """The running tasks of a run held under `token`, as a driver starts them."""
         return list(
-            self.filter(run_id=run_id, claim=token, status=Task.RUNNING).values(
-                "id", "step", "variant", "context", "round"
-            )
+            self.filter(run_id=run_id, claim=token, status=Task.RUNNING).values(*CLAIMED_FIELDS)
         )
+
+    def tally(self):
+        """These tasks counted by step and status, with their tokens, calls and cost: rows
+        of {step, status, n, tin, tout, calls, cost} (what run pages and lists add up)."""
+        rows = (
+            self.values("step", "status")
+            .annotate(
+                n=models.Count("id"),
+                tin=models.Sum("tokens_in"),
+                tout=models.Sum("tokens_out"),
+                calls=models.Sum("attempts"),
+                cost=models.Sum("cost"),
+            )
+            .order_by()
+        )
+        return [{k: row[k] or 0 for k in row} | {"status": row["status"]} for row in rows]
 
     def renew(self, lease_until):
         """Extend the lease of these tasks while they are still running."""
@@ -290,7 +318,8 @@ class Task(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="task_run_key")]
         indexes = [
-            models.Index(fields=["run", "status", "step"], name="task_run_status_step"),
+            # the claim's order (deepest step first, then input order) read off the index
+            models.Index(fields=["run", "status", "-step", "id"], name="task_run_status_step_id"),
             models.Index(fields=["run", "step", "seq"], name="task_run_step_seq"),
             # calls per second over the last seconds of a run (the run page)
             models.Index(fields=["run", "finished"], name="task_run_finished"),

@@ -380,20 +380,39 @@ def shingles(value, k=SHINGLE_WORDS):
 
 
 _PERMS = None
+_PRIME = (1 << 61) - 1  # the Mersenne prime of the permutations (as datasketch's MinHash)
+_MAX_HASH = (1 << 32) - 1
+
+
+def _permutations():
+    """The NUM_PERM (a, b) pairs of the hash permutations, drawn as datasketch draws them
+    (so a signature here equals `datasketch.MinHash(num_perm=NUM_PERM, seed=SEED)`'s,
+    without importing datasketch, which imports scipy: a second of start-up)."""
+    global _PERMS
+    if _PERMS is None:
+        import numpy as np
+
+        gen = np.random.RandomState(SEED)
+        pairs = [
+            (gen.randint(1, _PRIME, dtype=np.uint64), gen.randint(0, _PRIME, dtype=np.uint64))
+            for _ in range(NUM_PERM)
+        ]
+        _PERMS = np.array(pairs, dtype=np.uint64).T
+    return _PERMS
 
 
 def signatures(values):
     """MinHash signatures (NUM_PERM unsigned 32-bit values each, as bytes) of texts."""
-    global _PERMS
-    from datasketch import MinHash
+    import numpy as np
 
-    if _PERMS is None:
-        _PERMS = MinHash(num_perm=NUM_PERM, seed=SEED).permutations
+    a, b = _permutations()
+    prime, top = np.uint64(_PRIME), np.uint64(_MAX_HASH)
     out = []
     for value in values:
-        m = MinHash(num_perm=NUM_PERM, seed=SEED, permutations=_PERMS)
-        m.update_batch(list(shingles(value)))
-        out.append(m.hashvalues.astype("<u4").tobytes())
+        hashes = [int.from_bytes(hashlib.sha1(s).digest()[:4], "little") for s in shingles(value)]
+        hv = np.array(hashes, dtype=np.uint64, ndmin=2).T
+        sig = np.bitwise_and((hv * a + b) % prime, top).min(axis=0)
+        out.append(sig.astype("<u4").tobytes())
     return out
 
 

@@ -29,6 +29,19 @@ def test_field_profile_counts_exact_and_near_duplicates_and_lengths():
     assert q.field_profile([]) == {"records": 0}
 
 
+def test_signatures_are_those_of_datasketchs_minhash():
+    """Made without importing datasketch (and scipy), the same numbers it would make."""
+    from datasketch import MinHash
+
+    texts = ["What is the capital of France, and why there?", "", "one", "a b c d e f g"]
+    expected = []
+    for text in texts:
+        m = MinHash(num_perm=q.NUM_PERM, seed=q.SEED)
+        m.update_batch(list(q.shingles(text)))
+        expected.append(m.hashvalues.astype("<u4").tobytes())
+    assert q.signatures(texts) == expected
+
+
 def test_near_texts_have_similar_signatures_and_different_texts_do_not():
     a = "which gases escape from a volcano before an eruption and how are they measured safely"
     b = a + " today"

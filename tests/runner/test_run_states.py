@@ -143,3 +143,43 @@ def test_tasks_are_claimed_once_renewed_and_released(owner):
     assert Task.objects.filter(id__in=ids).renew(later) == 2  # a finished task keeps no lease
     assert Task.objects.filter(claim="b:1").release() == 2
     assert Task.objects.filter(run=run, status=Task.PENDING).count() == 2
+
+
+def test_a_claim_takes_the_deepest_step_first_then_input_order(owner):
+    run = make_run(owner, Run.RUNNING, topics=3)
+    Task.objects.bulk_create(
+        [Task(run=run, step=1, key=f"in:{i}:0", seq=f"{i:08d}.0") for i in (2, 0)]
+    )
+    lease = timezone.now() + timedelta(seconds=60)
+    rows = Task.objects.claim(run.pk, 4, "a:1", lease)
+    assert [(r["step"], r["key"]) for r in rows] == [
+        (1, "in:2:0"),
+        (1, "in:0:0"),
+        (0, "in:0"),
+        (0, "in:1"),
+    ]
+    assert set(rows[0]) >= {"id", "step", "key", "seq", "variant", "context", "round"}
+
+
+def test_an_ended_run_keeps_its_tasks_counts_until_it_is_queued_again(owner):
+    from runner.engine.writer import settle
+    from runner.events.stats import run_state
+
+    run = make_run(owner, Run.RUNNING, topics=3)
+    Task.objects.filter(run=run).update(status=Task.DONE, tokens_in=10, attempts=1)
+    Task.objects.filter(run=run, key="in:2").update(status=Task.FAILED, error="no")
+    live = run_state(run)
+    assert settle(run, run.spec_obj)
+    run.refresh_from_db()
+    assert run.status == Run.FAILED  # no record was made (none is, here)
+    assert sorted((r["status"], r["n"]) for r in run.tally) == [("done", 2), ("failed", 1)]
+    # What the pages show of the ended run is read from the tally, and is what was counted.
+    Task.objects.filter(run=run).update(tokens_in=99)  # (no task changes once a run ended)
+    ended = run_state(run)
+    assert ended["steps"][0]["counts"] == live["steps"][0]["counts"]
+    assert ended["tokens_in"] == live["tokens_in"] == 30
+    assert run.requeue()
+    run.refresh_from_db()
+    assert run.tally is None
+    run.start()
+    assert run_state(run)["tokens_in"] == 297

@@ -285,7 +285,7 @@ class Driver:
             if time.monotonic() - self.last["progress"] > settings.RUNNER_PROGRESS_SECONDS:
                 self.last["progress"] = time.monotonic()
                 self._publish_retrying()
-                announce(self.run)
+                announce(self.run, soon=True)
 
     def _heartbeat(self, now):
         """Say this driver is alive. Redis away: calls go on, results still reach the

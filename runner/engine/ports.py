@@ -2,6 +2,8 @@
 
 - `announce(run)`: the engine saved a change to `run`; it sends `run_changed`, which
   the events layer (`runner.events.progress`) turns into the state pages receive.
+  `announce(run, soon=True)`: the same, made by a thread of the process's own (a
+  driver's progress: counting a huge run's tasks does not hold the driver up).
 - `enqueue(task_name, *args)`: Celery work (`runner/tasks.py`), named, not imported,
   sent once the current transaction commits.
 """
@@ -13,9 +15,9 @@ from django.dispatch import Signal
 run_changed = Signal()  # sender: the Run class; run: the run that changed
 
 
-def announce(run):
+def announce(run, soon=False):
     """Tell whoever listens that `run` changed (its new state is in the database)."""
-    run_changed.send(sender=type(run), run=run)
+    run_changed.send(sender=type(run), run=run, soon=soon)
 
 
 def enqueue(task_name, *args):

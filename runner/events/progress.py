@@ -7,9 +7,11 @@ state is made: a driver's copy of it is as old as the driver.
 """
 
 import logging
+import threading
 import time
 
 from channels.layers import get_channel_layer
+from django.db import close_old_connections
 from django.dispatch import receiver
 
 from runner.engine import aio
@@ -31,8 +33,43 @@ _quiet_until = {}  # run id -> (monotonic time, status announced last)
 
 
 @receiver(run_changed, dispatch_uid="runner.events.progress.announce")
-def _on_run_changed(sender, run, **kwargs):
-    announce(run)
+def _on_run_changed(sender, run, soon=False, **kwargs):
+    if soon:
+        _announcer.put(run)
+    else:
+        announce(run)
+
+
+class _Announcer:
+    """A thread that announces drivers' progress, so the driver goes on meanwhile (the
+    database's counting of a huge run mostly leaves the interpreter free)."""
+
+    def __init__(self):
+        self.pending = {}  # run id -> the latest copy of the run asked for
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.thread = None
+
+    def put(self, run):
+        with self.lock:
+            self.pending[run.pk] = run
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._loop, name="announcer", daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def _loop(self):
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            with self.lock:
+                runs, self.pending = list(self.pending.values()), {}
+            for run in runs:
+                announce(run)
+            close_old_connections()
+
+
+_announcer = _Announcer()
 
 
 def announce(run):

@@ -5,8 +5,6 @@ sample of a few hundred texts, so there is no concurrency to manage. Errors are
 `ProviderError`s with a reason in words.
 """
 
-import httpx
-
 from .base import ProviderError
 
 BATCH = 64  # texts in one request
@@ -20,6 +18,8 @@ def embed(base_url, api_key, model, texts, timeout=30.0):
         headers["Authorization"] = f"Bearer {api_key}"
     url = f"{base_url.rstrip('/')}/embeddings"
     out = []
+    import httpx  # on first use, as for the providers (see runner/providers/http.py)
+
     with httpx.Client(timeout=timeout) as client:
         for at in range(0, len(texts), BATCH):
             part = [t[:MAX_CHARS] for t in texts[at : at + BATCH]]

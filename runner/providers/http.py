@@ -21,50 +21,63 @@ import functools
 import threading
 import urllib.parse
 import urllib.request
+from typing import TYPE_CHECKING
 
-import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport, HttpxAiohttpClient
+if TYPE_CHECKING:  # aiohttp and httpx are imported on first use: commands that never call
+    import aiohttp  # a provider (the CLI among them) start 0.1-0.2 s sooner
+    import httpx
 
 MAX_CONNECTIONS = 1000
 KEEPALIVE_SECONDS = 30.0
-LIMITS = httpx.Limits(
-    max_connections=MAX_CONNECTIONS,
-    max_keepalive_connections=MAX_CONNECTIONS,
-    keepalive_expiry=KEEPALIVE_SECONDS,
-)
-# Providers pass their own timeout with every request; this is only the fallback.
-DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=15.0)
+READ_TIMEOUT, CONNECT_TIMEOUT = 120.0, 15.0  # the fallback: providers pass their own
 
 _lock = threading.Lock()
-_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+_sessions: dict = {}  # loop -> aiohttp.ClientSession
+_clients: dict = {}  # loop -> httpx.AsyncClient
 _ssl_context = None
 
 
-class _NoCookies(httpx.Cookies):
-    """LLM APIs need no cookies; parsing every response's cookies is measurable."""
+def _limits():
+    import httpx
 
-    def extract_cookies(self, response):
-        pass
+    return httpx.Limits(
+        max_connections=MAX_CONNECTIONS,
+        max_keepalive_connections=MAX_CONNECTIONS,
+        keepalive_expiry=KEEPALIVE_SECONDS,
+    )
 
 
-class SharedClient(HttpxAiohttpClient):
-    """An httpx client speaking through the loop's shared aiohttp session."""
+@functools.cache
+def _shared_client_class():
+    """An httpx client speaking through the loop's shared aiohttp session, without cookies
+    (LLM APIs need none; parsing every response's cookies is measurable)."""
+    import httpx
+    from httpx_aiohttp import HttpxAiohttpClient
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._cookies = _NoCookies()
+    class NoCookies(httpx.Cookies):
+        def extract_cookies(self, response):
+            pass
+
+    class SharedClient(HttpxAiohttpClient):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._cookies = NoCookies()
+
+    return SharedClient
 
 
 def _ssl():
     global _ssl_context
     if _ssl_context is None:
+        import httpx
+
         _ssl_context = httpx.create_ssl_context()  # certifi's CAs, as httpx would use
     return _ssl_context
 
 
-def _new_session() -> aiohttp.ClientSession:
+def _new_session() -> "aiohttp.ClientSession":
+    import aiohttp
+
     connector = aiohttp.TCPConnector(
         limit=MAX_CONNECTIONS,
         limit_per_host=0,
@@ -73,9 +86,7 @@ def _new_session() -> aiohttp.ClientSession:
     )
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=DEFAULT_TIMEOUT.read, sock_connect=DEFAULT_TIMEOUT.connect
-        ),
+        timeout=aiohttp.ClientTimeout(total=READ_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
         # Not trust_env: it reads the proxy settings again on every request, which
         # costs more than the request itself. Callers use proxy_for() instead.
         trust_env=False,
@@ -114,7 +125,7 @@ def _prune() -> None:
         _abandon(loop)
 
 
-def get_session() -> aiohttp.ClientSession:
+def get_session() -> "aiohttp.ClientSession":
     """The running loop's shared aiohttp session (made on first use)."""
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
@@ -128,7 +139,7 @@ def get_session() -> aiohttp.ClientSession:
         return session
 
 
-def get_client() -> httpx.AsyncClient:
+def get_client() -> "httpx.AsyncClient":
     """The running loop's shared httpx client (made on first use)."""
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
@@ -138,9 +149,15 @@ def get_client() -> httpx.AsyncClient:
         client = _clients.get(loop)
         if client is None or client.is_closed:
             _prune()
-            transport = AiohttpTransport(limits=LIMITS, client=get_session)
-            client = _clients[loop] = SharedClient(
-                limits=LIMITS, timeout=DEFAULT_TIMEOUT, transport=transport
+            import httpx
+            from httpx_aiohttp import AiohttpTransport
+
+            limits = _limits()
+            transport = AiohttpTransport(limits=limits, client=get_session)
+            client = _clients[loop] = _shared_client_class()(
+                limits=limits,
+                timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+                transport=transport,
             )
         return client
 

@@ -17,9 +17,6 @@ import re
 from datetime import UTC, datetime
 from http import HTTPStatus
 
-import aiohttp
-import httpx
-
 from .base import Provider, ProviderError
 from .http import get_session, proxy_for
 
@@ -207,6 +204,9 @@ class HTTPProvider(Provider):
         return model
 
     async def post(self, url, body: bytes, headers, timeout, proxy=None) -> _Reply:
+        import aiohttp  # imported on the first call (0.1-0.2 s that commands never calling
+        import httpx  # a provider, the CLI among them, do not pay at start-up)
+
         try:
             if self._client is None:
                 return await self._post_aiohttp(url, body, headers, timeout, proxy)
@@ -227,6 +227,8 @@ class HTTPProvider(Provider):
             raise ProviderError(f"connection error: {detail}", transient=True) from exc
 
     async def _post_aiohttp(self, url, body, headers, timeout, proxy) -> _Reply:
+        import aiohttp
+
         session = get_session()
         async with session.post(
             url,
@@ -248,6 +250,8 @@ class HTTPProvider(Provider):
             return _Reply(resp.status, resp.reason, resp.headers, b"".join(chunks))
 
     async def _post_httpx(self, url, body, headers, timeout) -> _Reply:
+        import httpx
+
         # httpx's timeout is per phase (and per read); the outer one bounds the
         # whole call, so a server that trickles bytes cannot stall it.
         async with asyncio.timeout(timeout):

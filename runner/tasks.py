@@ -1,6 +1,7 @@
 """Celery tasks: adapters of a few lines around the engine. They take ids only."""
 
 import logging
+import threading
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
@@ -9,6 +10,7 @@ from runner.engine import trial as trials
 from runner.engine.driver import stopping
 from runner.engine.host import host
 from runner.models import Run
+from runner.providers import http
 
 log = logging.getLogger("runner.tasks")
 
@@ -25,6 +27,15 @@ def drive_run(run_id):
 @worker_ready.connect
 def _start_host(**kwargs):
     host().start()
+    threading.Thread(target=_warm, name="runner-warm", daemon=True).start()
+
+
+def _warm():
+    """What a run's first call would otherwise wait for: the HTTP clients, the CAs."""
+    try:
+        http.warm()
+    except Exception:
+        log.warning("could not load the HTTP clients ahead", exc_info=True)
 
 
 @worker_shutting_down.connect

@@ -102,8 +102,8 @@ class Driver:
     @property
     def demand(self):
         """Calls this driver could have in flight now (the host shares the process by it)."""
-        if not self.wanted:
-            return 1
+        if not self.wanted:  # not loaded yet: as much as it may have, until it knows
+            return settings.RUNNER_MAX_INFLIGHT
         if self.hungry:
             return min(sum(self.wanted.values()), settings.RUNNER_MAX_INFLIGHT)
         return len(self.inflight) + 1

@@ -29,6 +29,11 @@ from .calls import Job, Result, cache_key, completion_from_json
 MEMORY_VALUE_CHARS = 2000  # a value longer than this is cut in the trace's memory snapshot
 
 
+# Shared by every JSON-list call (read, never changed): providers that encode a schema
+# once (OpenAICompatible._tail) know it again by its identity.
+ARRAY_SCHEMA = {"type": "array"}
+
+
 def request_for(task, values, model, params, max_tokens=None):
     """The messages and the completion request of one prompt rendered with `values`."""
     messages = []
@@ -37,7 +42,7 @@ def request_for(task, values, model, params, max_tokens=None):
     messages.append({"role": "user", "content": templating.render(task.prompt, values)})
     fmt = str(task.output_format)
     if fmt == OutputFormat.JSON_LIST:
-        json_schema = {"type": "array"}
+        json_schema = ARRAY_SCHEMA
     elif fmt == OutputFormat.JSON_OBJECT:
         json_schema = task.output_schema or {"type": "object"}
     else:
@@ -75,18 +80,40 @@ class Plan:
     row: dict | None = None  # the claimed row (id, step, key, seq, variant, context): saved with
 
 
+def _dumps(value):
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+_PREFIXES: dict = {}  # (id(endpoint), id(params)) -> (endpoint, params, encoded start)
+
+
+def call_digest(plan, messages, fmt, n, task_id):
+    """What identifies a call (its reply is cached under it): the sha256 of the JSON list
+    [base URL, model, params, messages, output format, variant, round(, n, prompt id)].
+    The part that is the same for every call of a step is encoded once a step."""
+    ep, p = plan.endpoint, plan.params
+    held = _PREFIXES.get((id(ep), id(p)))
+    if held is None or held[0] is not ep or held[1] is not p:
+        if len(_PREFIXES) > 1024:
+            _PREFIXES.clear()
+        start = "[" + ", ".join(_dumps(v) for v in (ep.base_url, ep.model, p.model_dump()))
+        held = _PREFIXES[(id(ep), id(p))] = (ep, p, start)
+    tail = (
+        [fmt, plan.variant, plan.round]
+        if plan.single
+        else [fmt, plan.variant, plan.round, n, task_id]
+    )
+    text = f"{held[2]}, {_dumps(messages)}, {_dumps(tail)[1:]}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def sub_call(plan, task, memory, n):
     """(Job, memory after its inputs) for the n-th prompt made; TemplateError or MissingValue."""
     values = memory_rules.context_for(task, memory)
     ep, p = plan.endpoint, plan.params
     messages, request = request_for(task, values, ep.model, p, plan.workflow.max_tokens)
     fmt = str(task.output_format)
-    ident = [ep.base_url, ep.model, p.model_dump(), messages, fmt, plan.variant, plan.round]
-    if not plan.single:
-        ident += [n, task.id]
-    digest = hashlib.sha256(
-        json.dumps(ident, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()[:32]
+    digest = call_digest(plan, messages, fmt, n, task.id)
     chars = sum(len(m["content"]) for m in messages)
     return Job(
         plan.task_id,

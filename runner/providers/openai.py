@@ -61,6 +61,7 @@ class OpenAICompatible(HTTPProvider):
             headers["Authorization"] = f"Bearer {self.api_key}"
         self._headers = headers
         self._proxy = proxy_for(self.url)
+        self._tails = {}  # see _tail
 
     def response_format(self, request: CompletionRequest) -> dict | None:
         """What to send as `response_format` for this request, given what the server took."""
@@ -82,16 +83,40 @@ class OpenAICompatible(HTTPProvider):
         return {"type": "json_object"}
 
     def _payload(self, request: CompletionRequest, model: str, response_format) -> bytes:
-        payload: dict[str, Any] = {"model": model, "messages": request.messages}
+        """The request's JSON: {"model", "messages", then the sampling parameters and the
+        response_format}. What follows the messages is the same for every call of a step
+        with the same schema: it is encoded once (`_tail`), the messages every time."""
+        head = {"model": model, "messages": request.messages}
+        text = json.dumps(head, ensure_ascii=False)
+        tail = self._tail(request, response_format)
+        return (text[:-1] + tail + "}").encode() if tail else text.encode()
+
+    def _tail(self, request, response_format) -> str:
+        schema = request.json_schema
+        key = (
+            request.temperature,
+            request.max_tokens,
+            request.top_p,
+            None if response_format is None else response_format["type"],
+            id(schema),
+        )
+        held = self._tails.get(key)
+        if held is not None and held[0] is schema:
+            return held[1]
+        rest: dict[str, Any] = {}
         if request.temperature is not None:
-            payload["temperature"] = request.temperature
+            rest["temperature"] = request.temperature
         if request.max_tokens is not None:
-            payload["max_tokens"] = request.max_tokens
+            rest["max_tokens"] = request.max_tokens
         if request.top_p is not None:
-            payload["top_p"] = request.top_p
+            rest["top_p"] = request.top_p
         if response_format is not None:
-            payload["response_format"] = response_format
-        return json.dumps(payload, ensure_ascii=False).encode()
+            rest["response_format"] = response_format
+        tail = ", " + json.dumps(rest, ensure_ascii=False)[1:-1] if rest else ""
+        if len(self._tails) > 256:
+            self._tails.clear()
+        self._tails[key] = (schema, tail)  # the schema held: its id is not reused meanwhile
+        return tail
 
     async def complete(self, request: CompletionRequest) -> Completion:
         model = self.model_for(request)

@@ -371,9 +371,10 @@ def words(value):
     return _WORD_RE.findall(_text(value).lower())
 
 
-def shingles(value, k=SHINGLE_WORDS):
-    """Word shingles of a text (the text's words when it has fewer than k)."""
-    w = words(value)
+def shingles(value, k=SHINGLE_WORDS, w=None):
+    """Word shingles of a text (the text's words when it has fewer than k); `w`: its
+    `words`, when already at hand."""
+    w = words(value) if w is None else w
     if len(w) < k:
         return {" ".join(w).encode()} if w else {b""}
     return {" ".join(w[i : i + k]).encode() for i in range(len(w) - k + 1)}
@@ -403,16 +404,47 @@ def _permutations():
 
 def signatures(values):
     """MinHash signatures (NUM_PERM unsigned 32-bit values each, as bytes) of texts."""
+    return [row.tobytes() for row in signature_matrix(values)]
+
+
+def signature_matrix(values, chunk=4096, word_lists=None):
+    """The MinHash signatures of texts as one (texts x NUM_PERM) array of little-endian
+    uint32 (`signatures` as an array): the permutations are applied to `chunk` shingles
+    at a time, whatever text they come from, so a text costs its shingles' hashes only.
+    `word_lists`: the texts' `words`, when already at hand."""
     import numpy as np
 
     a, b = _permutations()
-    prime, top = np.uint64(_PRIME), np.uint64(_MAX_HASH)
-    out = []
-    for value in values:
-        hashes = [int.from_bytes(hashlib.sha1(s).digest()[:4], "little") for s in shingles(value)]
-        hv = np.array(hashes, dtype=np.uint64, ndmin=2).T
-        sig = np.bitwise_and((hv * a + b) % prime, top).min(axis=0)
-        out.append(sig.astype("<u4").tobytes())
+    prime, top, shift = np.uint64(_PRIME), np.uint64(_MAX_HASH), np.uint64(61)
+    sha1 = hashlib.sha1
+    digests, starts, count = [], [], 0
+    for i, value in enumerate(values):
+        starts.append(count)
+        found = [
+            sha1(s).digest()[:4]
+            for s in shingles(value, w=None if word_lists is None else word_lists[i])
+        ]
+        digests.extend(found)
+        count += len(found)
+    out = np.empty((len(starts), NUM_PERM), dtype="<u4")
+    if not starts:
+        return out
+    # sha1's first 4 bytes as a little-endian number: datasketch's hash of a shingle
+    hv = np.frombuffer(b"".join(digests), dtype="<u4").astype(np.uint64)
+    ends = starts[1:] + [count]
+    row = 0
+    while row < len(starts):  # whole texts, about `chunk` shingles at a time
+        last = row
+        while last + 1 < len(starts) and ends[last + 1] - starts[row] <= chunk:
+            last += 1
+        lo, hi = starts[row], ends[last]
+        x = hv[lo:hi, None] * a + b  # wraps around at 2**64, as datasketch's does
+        x = (x & prime) + (x >> shift)  # x % prime, for the Mersenne prime 2**61 - 1
+        x -= prime * (x >= prime)
+        mins = np.bitwise_and(x, top)
+        offsets = np.array(starts[row : last + 1], dtype=np.intp) - lo
+        out[row : last + 1] = np.minimum.reduceat(mins, offsets, axis=0)
+        row = last + 1
     return out
 
 
@@ -434,40 +466,82 @@ def similarity(a, b):
 # -- diversity -----------------------------------------------------------------------
 
 
-def distinct_n(texts, n):
-    """Unique word n-grams over all word n-grams in `texts` (0.0 when there are none)."""
+def distinct_n(texts, n, word_lists=None):
+    """Unique word n-grams over all word n-grams in `texts` (0.0 when there are none);
+    `word_lists`: the texts' `words`, when already at hand."""
     seen, total = set(), 0
-    for text in texts:
-        w = words(text)
-        grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+    for w in word_lists if word_lists is not None else map(words, texts):
+        if n == 1:  # the words themselves stand for their 1-grams
+            total += len(w)
+            seen.update(w)
+            continue
+        grams = list(zip(*(w[i:] for i in range(n)), strict=False))
         total += len(grams)
         seen.update(grams)
     return round(len(seen) / total, 4) if total else 0.0
 
 
-def near_duplicate_count(texts, threshold=0.85):
-    """How many texts are near (not exact) duplicates of an earlier one (in-memory LSH)."""
-    sigs = signatures(texts)
+def near_duplicate_count(texts, threshold=0.85, word_lists=None):
+    """How many texts are near (not exact) duplicates of an earlier one (in-memory LSH).
+
+    A text is one when a kept earlier text sharing one of its LSH bands has a
+    `similarity` of at least `threshold`; its candidates are compared at once (numpy),
+    and each band's texts are kept in an array that grows, so texts alike enough to
+    share bands by the thousand cost array work, not a Python loop per pair."""
+    import numpy as np
+
+    mat = signature_matrix(texts, word_lists=word_lists)
+    need = threshold * NUM_PERM  # similarity >= threshold, in agreeing rows
     exact, index, n = set(), {}, 0
-    for text, sig in zip(texts, sigs, strict=True):
+    for i, text in enumerate(texts):
         h = exact_hash(text)
         if h in exact:
             continue
         exact.add(h)
-        found = False
-        for band in bands(sig):
-            for other in index.get(band, ()):
-                if similarity(sig, other) >= threshold:
-                    found = True
-                    break
-            if found:
-                break
-        if found:
-            n += 1
-            continue
-        for band in bands(sig):
-            index.setdefault(band, []).append(sig)
+        sig = mat[i]
+        keys = bands(sig.tobytes())
+        held = [index[k] for k in keys if k in index]
+        if held:
+            cands = (
+                held[0].view()
+                if len(held) == 1
+                else np.unique(np.concatenate([bucket.view() for bucket in held]))
+            )
+            if ((mat[cands] == sig).sum(axis=1) >= need).any():
+                n += 1
+                continue
+        for k in keys:
+            bucket = index.get(k)
+            index[k] = _Bucket.of(i) if bucket is None else bucket.add(i)
     return n
+
+
+class _Bucket:
+    """The ids in one LSH band: an array that doubles when full."""
+
+    __slots__ = ("ids", "size")
+
+    @classmethod
+    def of(cls, first):
+        import numpy as np
+
+        bucket = cls()
+        bucket.ids = np.empty(8, dtype=np.intp)
+        bucket.ids[0] = first
+        bucket.size = 1
+        return bucket
+
+    def add(self, i):
+        if self.size == len(self.ids):
+            import numpy as np
+
+            self.ids = np.concatenate([self.ids, np.empty(self.size, dtype=np.intp)])
+        self.ids[self.size] = i
+        self.size += 1
+        return self
+
+    def view(self):
+        return self.ids[: self.size]
 
 
 def field_profile(texts, near=True, threshold=0.85):
@@ -478,19 +552,20 @@ def field_profile(texts, near=True, threshold=0.85):
         return {"records": 0}
     unique = len({exact_hash(t) for t in texts})
     lengths = [len(_text(t)) for t in texts]
+    word_lists = [words(t) for t in texts]
     out = {
         "records": n,
         "duplicates": n - unique,
         "duplicate_rate": round((n - unique) / n, 4),
-        "distinct_1": distinct_n(texts, 1),
-        "distinct_2": distinct_n(texts, 2),
+        "distinct_1": distinct_n(texts, 1, word_lists),
+        "distinct_2": distinct_n(texts, 2, word_lists),
         "length_mean": round(statistics.fmean(lengths), 1),
         "length_min": min(lengths),
         "length_max": max(lengths),
         "length_stdev": round(statistics.pstdev(lengths), 1),
     }
     if near:
-        nd = near_duplicate_count(texts, threshold)
+        nd = near_duplicate_count(texts, threshold, word_lists)
         out["near_duplicates"] = nd
         out["near_duplicate_rate"] = round(nd / n, 4)
     return out

@@ -42,6 +42,34 @@ def test_signatures_are_those_of_datasketchs_minhash():
     assert q.signatures(texts) == expected
 
 
+def test_near_duplicates_are_those_a_pairwise_comparison_finds():
+    """Texts alike enough to share LSH bands by the hundred (one template, a few words
+    changed): the count is the one comparing each text with every kept earlier text
+    sharing a band, one pair at a time, would give."""
+    import random
+
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(40)]
+    base = "list five distinct subtopics of the item about".split()
+    texts = []
+    for i in range(600):
+        words = base + [rng.choice(vocab) for _ in range(rng.choice((1, 2, 3, 6)))]
+        texts.append(" ".join(words) + (f" {i}" if i % 3 else ""))
+    sigs = q.signatures(texts)
+    expected, kept, seen = 0, [], set()
+    for text, sig in zip(texts, sigs, strict=True):
+        if q.exact_hash(text) in seen:
+            continue
+        seen.add(q.exact_hash(text))
+        mine = set(q.bands(sig))
+        if any(mine & set(q.bands(o)) and q.similarity(sig, o) >= 0.85 for o in kept):
+            expected += 1
+        else:
+            kept.append(sig)
+    assert 20 < expected < 400  # the texts do test both outcomes
+    assert q.near_duplicate_count(texts) == expected
+
+
 def test_near_texts_have_similar_signatures_and_different_texts_do_not():
     a = "which gases escape from a volcano before an eruption and how are they measured safely"
     b = a + " today"

@@ -24,6 +24,10 @@ from runner.models import Run
 class Command(BaseCommand):
     help = "Export a run's records as JSONL, CSV or Parquet (plain, chat or preference rows)."
 
+    # Django's system checks (a third of a second) are for `manage.py check`, `migrate`
+    # and the server; a command run again and again should not pay for them each time.
+    requires_system_checks = []
+
     def add_arguments(self, parser):
         parser.add_argument("run", help="the run's code (the UUID in its page's address)")
         parser.add_argument("--output", required=True, help="FILE.jsonl, FILE.csv or FILE.parquet")

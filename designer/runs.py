@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, Sum, TextField
+from django.db.models import TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Substr
 from django.shortcuts import get_object_or_404, redirect, render
@@ -122,24 +122,13 @@ def run_list(request):
         .annotate(spec_name=KT("spec__name"))
     )
     page = Paginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
-    # The page's runs first; an ended run's tasks are counted already (`Run.tally`), the
-    # others' are counted in one grouped query.
-    counts = {r.pk: tally_totals(r.tally) for r in page if r.tally is not None and not r.is_active}
-    aggregates = {
-        "total": Count("id"),
-        "finished": Count("id", filter=Q(status__in=Task.TERMINAL)),
-        "failed": Count("id", filter=Q(status=Task.FAILED)),
-        "calls": Sum("attempts"),
-        "tokens": Sum("tokens_in") + Sum("tokens_out"),
-        "cost": Sum("cost"),
-    }
-    counts |= {
-        row["run_id"]: row
-        for row in Task.objects.filter(run_id__in=[r.pk for r in page if r.pk not in counts])
-        .values("run_id")
-        .annotate(**aggregates)
-        .order_by()
-    }
+    # An ended run's tasks are counted already (`Run.tally`); the others' are counted the
+    # same way, in one grouped query for all of them.
+    tallies = {r.pk: r.tally for r in page if r.tally is not None and not r.is_active}
+    counting = [r.pk for r in page if r.pk not in tallies]
+    for row in Task.objects.filter(run_id__in=counting).tally(by_run=True):
+        tallies.setdefault(row["run_id"], []).append(row)
+    counts = {pk: tally_totals(tally) for pk, tally in tallies.items()}
     codes = {r.pipeline_code for r in page if r.pipeline_code}
     names = dict(Pipeline.objects.filter(code__in=codes).values_list("code", "name"))
     rows = []

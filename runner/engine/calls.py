@@ -203,6 +203,7 @@ class CallRunner:
         self.inflight = {}  # cache key -> asyncio.Future of Completion
         self.redis = None
         self._cache_batch = []  # replies waiting to be written to Redis in one pipeline
+        self._cache_writing = False  # a write of the batch is in flight (see _cache_put)
         self.retrying = 0  # calls waiting to try again after a transient error
 
     def setup(self):
@@ -351,26 +352,32 @@ class CallRunner:
             return None
 
     async def _cache_put(self, key, value):
-        """Write a reply to the run's cache; replies finishing together share one round trip."""
+        """Write a reply to the run's cache. One write is in flight at a time: the replies
+        that finish meanwhile go together in the next one (one round trip for them all)."""
         done = asyncio.get_running_loop().create_future()
         self._cache_batch.append((key, value, done))
-        if len(self._cache_batch) == 1:
+        if not self._cache_writing:
+            self._cache_writing = True
             asyncio.get_running_loop().create_task(self._cache_flush())
         await done
 
     async def _cache_flush(self):
-        await asyncio.sleep(0)  # let the replies that arrived in the same pass join the batch
-        batch, self._cache_batch = self._cache_batch, []
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, value, _ in batch:
-                pipe.set(key, value, ex=CACHE_TTL)
-            await pipe.execute()
-        except Exception:
-            log.warning("could not cache %d replies in Redis", len(batch), exc_info=True)
-        for _, _, done in batch:
-            if not done.done():
-                done.set_result(None)
+            while self._cache_batch:
+                await asyncio.sleep(0)  # the replies that arrived in the same pass join in
+                batch, self._cache_batch = self._cache_batch, []
+                try:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for key, value, _ in batch:
+                        pipe.set(key, value, ex=CACHE_TTL)
+                    await pipe.execute()
+                except Exception:
+                    log.warning("could not cache %d replies in Redis", len(batch), exc_info=True)
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._cache_writing = False
 
     def _cost(self, job, completion):
         """What a call cost, in micro-dollars, priced by the model asked (else the one that answered)."""

@@ -232,11 +232,12 @@ class TaskQuerySet(models.QuerySet):
             self.filter(run_id=run_id, claim=token, status=Task.RUNNING).values(*CLAIMED_FIELDS)
         )
 
-    def tally(self):
+    def tally(self, by_run=False):
         """These tasks counted by step and status, with their tokens, calls and cost: rows
-        of {step, status, n, tin, tout, calls, cost} (what run pages and lists add up)."""
+        of {step, status, n, tin, tout, calls, cost} (what run pages and lists add up);
+        `by_run`: of several runs at once, each row with its `run_id`."""
         rows = (
-            self.values("step", "status")
+            self.values(*(["run_id"] if by_run else []), "step", "status")
             .annotate(
                 n=models.Count("id"),
                 tin=models.Sum("tokens_in"),

@@ -10,20 +10,22 @@ whose worker died before saving is not paid for twice.
 
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from runner.models import Run, Task
 from runner.spec import PipelineSpec, SpecError
 from runner.spec import money as costs
-from runner.spec.callbacks import root_seq
+from runner.spec.callbacks import Child, root_seq
 from runner.spec.estimate import estimate
 
 from .endpoints import LaunchError, resolve_endpoints
 from .ports import announce, enqueue
+from .writer import insert_tasks
 
 DRIVE_TASK = "runner.drive_run"  # the Celery task that wakes a worker's host (runner/tasks.py)
+LAUNCH_BATCH = 2000  # first tasks written per statement batch
 
 log = logging.getLogger("runner.engine")
 
@@ -76,13 +78,15 @@ def launch_run(
     with transaction.atomic():
         run.save()
         now = timezone.now()
-        Task.objects.bulk_create(
-            [
-                Task(run=run, step=0, key=f"in:{i}", seq=root_seq(i), context=row, created=now)
-                for i, row in enumerate(inputs)
-            ],
-            batch_size=500,
-        )
+        # The writer's batched INSERT, not bulk_create: a quarter of the time per row,
+        # which a file of 90,000 inputs feels (12.8 s through bulk_create).
+        with connection.cursor() as cur:
+            for start in range(0, len(inputs), LAUNCH_BATCH):
+                rows = [
+                    (0, Child(key=f"in:{i}", seq=root_seq(i), context=row), "", None)
+                    for i, row in enumerate(inputs[start : start + LAUNCH_BATCH], start)
+                ]
+                insert_tasks(cur, run.pk, rows, now)
         start_drivers(run)
     return run
 

@@ -56,6 +56,10 @@ def drag(page, source, target_box, x_frac=0.5, y=None):
 
 def drop_at_end(page, kind):
     """Drag a palette item below the last step; wait for the new step's form."""
+    # htmx done swapping and settling: the boxes measured below stay where they are
+    page.wait_for_function(
+        "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
+    )
     count = page.locator("#steps > li.step-card").count()
     page.evaluate("window.scrollTo(0, 0)")
     steps = page.locator("#steps").bounding_box()

@@ -67,6 +67,15 @@ def tree_rss(pid):
     return total
 
 
+def machine_gauge():
+    """CPU seconds of a fixed loop: this VM's speed changes by half from hour to hour (its
+    hypervisor), so figures are comparable only when this is too (0.63-0.71 s on
+    2026-12-03 afternoon, when the machine ran at about half its morning speed)."""
+    started = time.process_time()
+    sum(range(30_000_000))
+    return time.process_time() - started
+
+
 def cpu_seconds(procs):
     """CPU seconds (user + system) the processes have used so far."""
     total = 0
@@ -470,6 +479,9 @@ def main(argv=None):
             stack.stop()
             r["worker_log"] = (Path(tmp) / "worker.log").read_text(errors="replace")[-3000:]
     report(r)
+    print(
+        f"  machine: a fixed CPU loop took {machine_gauge():.2f} s (compare runs with like values)"
+    )
     if os.getenv("BENCH_WORKER_LOG"):
         print(r.get("worker_log", ""))
     misses = []

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.services import find_redis_server  # noqa: E402
+from scripts.services import find_redis_server, worker_command  # noqa: E402
 
 SUBTOPICS = 5  # what the template asks for, and what the fake answers
 
@@ -171,24 +171,7 @@ class Stack:
         for n in range(workers):
             log = open(self.tmp / f"worker{n or ''}.log", "wb")
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-P",
-                    "threads",
-                    "-c",
-                    "4",
-                    "--loglevel",
-                    "INFO",
-                    "-n",
-                    f"bench{n}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
+                worker_command(f"bench{n}", "--without-gossip", "--without-mingle"),
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

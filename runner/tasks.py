@@ -9,23 +9,15 @@ from celery.signals import worker_ready, worker_shutting_down
 from runner.engine import trial as trials
 from runner.engine.driver import stopping
 from runner.engine.host import host
-from runner.models import Run
 from runner.providers import http
 
 log = logging.getLogger("runner.tasks")
 
 
-@shared_task(name="runner.drive_run", ignore_result=True)
-def drive_run(run_id):
-    """A run was launched or queued again: this worker's host starts its driver now."""
-    if not Run.objects.filter(pk=run_id).exists():  # another database's run, or deleted
-        log.warning("run %s does not exist here: nothing to drive", run_id)
-        return
-    host().wake()
-
-
 @worker_ready.connect
 def _start_host(**kwargs):
+    """The host drives every open run of this database; a launch wakes it through Redis
+    (`runner.engine.host.wake_hosts`), not through a Celery task."""
     host().start()
     threading.Thread(target=_warm, name="runner-warm", daemon=True).start()
 

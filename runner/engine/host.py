@@ -1,8 +1,9 @@
 """The drivers of one worker process: a driver for every open run, sharing the process fairly.
 
 Every worker process has one host. A few times a second (`RUNNER_HOST_SECONDS`, or
-at once when Celery wakes it for a new run) it looks in the database for open runs
-and starts a driver, in a thread of its own, for each run it is not driving yet. So
+at once when a launch, a resume or a retry wakes every host with a Redis message,
+`wake_hosts`) it looks in the database for open runs and starts a driver, in a
+thread of its own, for each run it is not driving yet. So
 any number of runs go at once on any number of workers, a Celery thread is never held
 by a run, and a run is driven by every worker that has room: their drivers claim the
 run's tasks in chunks with leases, and the provider's slots and rates are shared
@@ -23,6 +24,7 @@ from redis.exceptions import RedisError
 
 from runner.models import Run
 
+from . import keys, limits
 from .driver import Driver, stopping
 from .limits import water_fill
 from .ports import announce
@@ -39,12 +41,18 @@ class Host:
         self.wakeup = threading.Event()
         self.lock = threading.Lock()
         self.thread = None
+        self.listener = None
 
     def start(self):
         with self.lock:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._loop, name="runner-host", daemon=True)
                 self.thread.start()
+            if self.listener is None or not self.listener.is_alive():
+                self.listener = threading.Thread(
+                    target=self._listen, name="runner-host-wake", daemon=True
+                )
+                self.listener.start()
 
     def wake(self):
         self.start()
@@ -66,6 +74,29 @@ class Host:
             finally:
                 close_old_connections()
             self.wakeup.wait(settings.RUNNER_HOST_SECONDS)
+
+    def _listen(self):
+        """Wake the loop when `wake_hosts` says a run opened somewhere. Without Redis the
+        loop still looks every `RUNNER_HOST_SECONDS`; this listens again when it is back."""
+        while not stopping.is_set():
+            pubsub = None
+            try:
+                pubsub = limits.client().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(keys.hosts_channel())
+                while not stopping.is_set():
+                    if pubsub.get_message(timeout=1.0) is not None:
+                        self.wakeup.set()
+            except RedisError:
+                stopping.wait(1.0)
+            except Exception:
+                log.warning("the host's wake listener failed", exc_info=True)
+                stopping.wait(1.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except RedisError:
+                        pass
 
     def visit(self):
         """Start drivers for open runs without one here; share the process among them."""
@@ -121,6 +152,16 @@ class Host:
             log.warning("run %s failed: %s", run_id, reason)
             announce(run)
         self.crashes.pop(run_id, None)
+
+
+def wake_hosts():
+    """Tell every worker's host, at once, to look for open runs (one Redis message; the
+    hosts of other deployments listen on their own prefix). If Redis cannot be reached
+    the hosts still find the run at their next look, within `RUNNER_HOST_SECONDS`."""
+    try:
+        limits.client().publish(keys.hosts_channel(), b"1")
+    except RedisError:
+        log.warning("could not wake the workers (Redis unreachable): they find the run soon")
 
 
 _host = Host()

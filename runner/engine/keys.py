@@ -73,6 +73,11 @@ def trial(trial_id):
     return key("trial", trial_id)
 
 
+def hosts_channel():
+    """The pub/sub channel on which a launch wakes every worker's host (`host.wake_hosts`)."""
+    return key("hosts")
+
+
 def alive_prefix():
     return key("alive", "")
 

@@ -1,7 +1,7 @@
 """A run's life as the rest of the product asks for it: launch, cancel, resume, retry, budget.
 
 How a run then executes lives beside this module: every worker process hosts a
-driver for each open run (`host.py`, woken by Celery work sent by name), and the
+driver for each open run (`host.py`, woken by a Redis message), and the
 drivers claim pending tasks in chunks with a lease, make their calls
 on the process's asyncio loop (`calls.py`) and write results in bulk
 (`writer.py`); every reply is cached in Redis before anything else, so a call
@@ -21,10 +21,10 @@ from runner.spec.callbacks import Child, root_seq
 from runner.spec.estimate import estimate
 
 from .endpoints import LaunchError, resolve_endpoints
-from .ports import announce, enqueue
+from .host import wake_hosts
+from .ports import announce
 from .writer import insert_tasks
 
-DRIVE_TASK = "runner.drive_run"  # the Celery task that wakes a worker's host (runner/tasks.py)
 LAUNCH_BATCH = 2000  # first tasks written per statement batch
 
 log = logging.getLogger("runner.engine")
@@ -92,9 +92,10 @@ def launch_run(
 
 
 def start_drivers(run):
-    """Wake a worker once the current transaction commits: its host starts the run's
-    driver at once (the other workers' hosts find the run within a moment)."""
-    enqueue(DRIVE_TASK, run.pk)
+    """Once the current transaction commits, wake every worker's host: each starts a
+    driver for the run at once (no Celery message: the command line does not load
+    Celery for it, and every worker, not one, hears of the run)."""
+    transaction.on_commit(wake_hosts)
 
 
 def cancel_run(run):

@@ -5,10 +5,10 @@
   `announce(run, soon=True)`: the same, made by a thread of the process's own (a
   driver's progress: counting a huge run's tasks does not hold the driver up).
 - `enqueue(task_name, *args)`: Celery work (`runner/tasks.py`), named, not imported,
-  sent once the current transaction commits.
+  sent once the current transaction commits. The Celery app is loaded here, on first
+  use, not at every Django start-up (the command line never sends Celery work).
 """
 
-from celery import current_app
 from django.db import transaction
 from django.dispatch import Signal
 
@@ -22,4 +22,6 @@ def announce(run, soon=False):
 
 def enqueue(task_name, *args):
     """Send the Celery task `task_name` with `args` (ids and JSON only) after commit."""
-    transaction.on_commit(lambda: current_app.send_task(task_name, args=list(args)))
+    from config.celery import app
+
+    transaction.on_commit(lambda: app.send_task(task_name, args=list(args)))

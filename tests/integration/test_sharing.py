@@ -6,7 +6,7 @@ import time
 import pytest
 
 from runner import engine
-from runner.engine import trial
+from runner.engine import keys, trial
 from runner.models import Record, Run, Task
 from runner.spec import library
 
@@ -127,3 +127,27 @@ def test_one_run_is_driven_by_two_worker_processes_and_every_task_is_done_once(
     }
     assert len(drivers - {""}) >= 2  # both workers drove it
     assert stats["max_in_flight"] > 8  # more than one worker's cap at once
+
+
+def test_a_launch_wakes_every_worker_at_once(owner, worker_factory, fake_llm, redis_client):
+    # The hosts look for open runs only once a minute here: what starts the run within a
+    # second is the launch's message, heard by both workers.
+    fake_llm.configure(latency=0.1)
+    for _ in range(2):
+        worker_factory(RUNNER_HOST_SECONDS="60", RUNNER_MAX_INFLIGHT="8")
+    channel = keys.hosts_channel()
+    deadline = time.monotonic() + 30
+    while dict(redis_client.pubsub_numsub(channel)).get(channel.encode(), 0) < 2:
+        assert time.monotonic() < deadline, "the workers' hosts never listened for launches"
+        time.sleep(0.05)
+    provider = provider_for(owner, fake_llm, concurrency=32)
+    run = _launch(owner, provider, "Woken", topics=20)  # 220 calls
+    wait_for(run, timeout=30, until=lambda r: r.started is not None)
+    assert (run.started - run.created).total_seconds() < 1.0
+    wait_for(run, timeout=60)
+    assert run.status == Run.COMPLETED
+    assert (run.finished - run.created).total_seconds() < 30  # nobody waited for a minute
+    drivers = {
+        c.split(":")[0] for c in Task.objects.filter(run=run).values_list("claim", flat=True)
+    }
+    assert len(drivers - {""}) >= 2  # both workers heard of it

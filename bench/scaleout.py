@@ -10,6 +10,7 @@ time and the speed-up over one worker; exits 1 when 4 workers are not at least
 
     .venv/bin/python -m bench.scaleout
     .venv/bin/python -m bench.scaleout --workers 1 2 --topics 50
+    .venv/bin/python -m bench.scaleout --steps 1 --topics 1100   (1,100 calls, no chain)
 """
 
 import argparse
@@ -110,12 +111,12 @@ class Stack(bench_run.Stack):
         return procs
 
 
-def one_run(stack, topics, label):
+def one_run(stack, topics, label, steps=3):
     from django.contrib.auth import get_user_model
 
     from runner import engine
     from runner.models import Provider, Run, Task
-    from runner.spec import library
+    from runner.spec import PipelineSpec, library
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     provider, _ = Provider.objects.get_or_create(
@@ -128,10 +129,10 @@ def one_run(stack, topics, label):
         },
     )
     inputs = [{"topic": f"Scale-out topic {i} {label}"} for i in range(topics)]
+    spec = library.get("qa-from-topics").spec.model_dump()
+    spec = PipelineSpec.model_validate({**spec, "steps": spec["steps"][:steps]})
     t0 = time.perf_counter()
-    run = engine.launch_run(
-        user, library.get("qa-from-topics").spec, inputs, providers={"*": provider.pk}
-    )
+    run = engine.launch_run(user, spec, inputs, providers={"*": provider.pk})
     while True:
         run.refresh_from_db()
         if not run.is_active:
@@ -158,6 +159,14 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--topics", type=int, default=100)  # 100 + 500 + 500 = 1,100 calls
+    parser.add_argument(
+        "--steps",
+        type=int,
+        choices=[1, 2, 3],
+        default=3,
+        help="the first N steps of qa-from-topics (1 with --topics 1100: the same 1,100 "
+        "calls with no chain from step to step)",
+    )
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--inflight", type=int, default=50)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
@@ -182,7 +191,7 @@ def main(argv=None):
                 try:
                     one_run(stack, n, f"warm-up {n}")  # every worker has driven a run once
                     cpu0 = bench_run.cpu_seconds(procs)
-                    r = one_run(stack, args.topics, f"{n} workers")
+                    r = one_run(stack, args.topics, f"{n} workers", args.steps)
                     r["cpu"] = bench_run.cpu_seconds(procs) - cpu0
                 finally:
                     for p in procs:

@@ -14,9 +14,10 @@ row sets are named here, every other column takes its field's default. The same
 code runs on PostgreSQL in the tests (`make test`, TEST_POSTGRES).
 """
 
+import json
 import logging
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -38,21 +39,51 @@ class _Insert:
     """INSERT ... ON CONFLICT DO NOTHING for rows of `model` that set the `given` fields.
 
     Every other concrete field takes its model default, adapted for the database in
-    use; `json` names the given fields that hold JSON."""
+    use; `json` names the given fields that hold JSON. SQLite runs one prepared
+    statement per row (`executemany` loops in C). PostgreSQL gets all the rows in one
+    JSON parameter unpacked by `jsonb_to_recordset`: psycopg sends an `executemany`
+    statement by statement (1,100 tasks took 0.22 s, holding back a run's first calls)."""
 
     def __init__(self, model, given, json=(), conflict=("run_id", "key")):
         fields = {f.attname: f for f in model._meta.concrete_fields if not f.primary_key}
+        self.given = [fields[name] for name in given]
         self.rest = [f for name, f in fields.items() if name not in given]
         self.json = [given.index(name) for name in json]
-        columns = [fields[name].column for name in given] + [f.column for f in self.rest]
+        self.columns = [f.column for f in self.given] + [f.column for f in self.rest]
+        self.conflict = conflict
         self.sql = (
-            f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join(['%s'] * len(columns))}) "
+            f"INSERT INTO {model._meta.db_table} ({', '.join(self.columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(self.columns))}) "
             f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
         )
+        self.table = model._meta.db_table
+        self.pg_sql = None
+
+    def _pg(self):
+        """The statement for PostgreSQL (column types read once a connection exists)."""
+        if self.pg_sql is None:
+            given = [f.column for f in self.given]
+            record = ", ".join(f"{f.column} {f.db_type(connection)}" for f in self.given)
+            rest = ", ".join(f"%s::{f.db_type(connection)}" for f in self.rest)
+            self.pg_sql = (
+                f"INSERT INTO {self.table} ({', '.join(self.columns)}) "
+                f"SELECT {', '.join('x.' + c for c in given)}{', ' + rest if rest else ''} "
+                f"FROM jsonb_to_recordset(%s::jsonb) AS x({record}) "
+                f"ON CONFLICT ({', '.join(self.conflict)}) DO NOTHING"
+            )
+        return self.pg_sql
 
     def run(self, cur, rows):
         defaults = tuple(f.get_db_prep_save(f.get_default(), connection) for f in self.rest)
+        if connection.vendor == "postgresql":
+            if not rows:
+                return
+            names = [f.column for f in self.given]
+            payload = json.dumps(
+                [dict(zip(names, row, strict=True)) for row in rows], default=_json_value
+            )
+            cur.execute(self._pg(), [*defaults, payload])
+            return
         adapt = connection.ops.adapt_json_value
         params = []
         for row in rows:
@@ -61,6 +92,13 @@ class _Insert:
                 row[i] = adapt(row[i], None)
             params.append((*row, *defaults))
         cur.executemany(self.sql, params)
+
+
+def _json_value(value):
+    """Datetimes (and anything else JSON has no word for) as PostgreSQL reads them back."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 _TASKS = _Insert(

@@ -104,3 +104,30 @@ def test_launch_refuses_missing_inputs_and_unknown_providers(owner):
         engine.launch_run(owner, p.build(), [{"x": 1}])
     assert "no provider named 'nowhere'" in info.value.problems[0]
     assert not Run.objects.exists()
+
+
+def test_tasks_and_records_are_written_back_exactly_whatever_they_hold(owner):
+    # The launch and the fan-out write rows in bulk (on PostgreSQL as one JSON document):
+    # quotes, non-Latin text, nested values, nulls, numbers and emoji come back as given.
+    odd = [
+        {"topic": 'it\'s "quoted" \\ back\\slash', "n": 3, "none": None},
+        {"topic": "Ünïcödé 日本語 🌋", "nested": {"a": [1, 2.5, {"b": True}]}},
+    ]
+    spec = qa_spec()
+    run = launch(owner, spec, odd)
+    tasks = Task.objects.filter(run=run, step=0).order_by("seq")
+    assert [t.context for t in tasks] == odd
+    assert all(t.status == Task.PENDING and t.created is not None for t in tasks)
+    complete(run, spec, 0, lambda ctx: ["same 'sub' ✓", 'other "sub"'])
+    subs = sorted(
+        (t.context["topic"], t.context["sub"]) for t in Task.objects.filter(run=run, step=1)
+    )
+    assert subs == sorted(
+        (row["topic"], sub) for row in odd for sub in ["same 'sub' ✓", 'other "sub"']
+    )
+    complete(run, spec, 1, lambda ctx: f"why {ctx['sub']}? «{ctx['topic']}»")
+    assert settle(run, spec)
+    answers = sorted(r.data["question"] for r in Record.objects.filter(run=run))
+    assert answers == sorted(
+        f"why {sub}? «{row['topic']}»" for row in odd for sub in ["same 'sub' ✓", 'other "sub"']
+    )

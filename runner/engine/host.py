@@ -54,10 +54,6 @@ class Host:
                 )
                 self.listener.start()
 
-    def wake(self):
-        self.start()
-        self.wakeup.set()
-
     def join(self, timeout):
         """Wait (up to `timeout` seconds in all) for the drivers to save and stop."""
         deadline = time.monotonic() + timeout

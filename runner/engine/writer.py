@@ -49,27 +49,22 @@ class _Insert:
         self.given = [fields[name] for name in given]
         self.rest = [f for name, f in fields.items() if name not in given]
         self.json = [given.index(name) for name in json]
-        self.columns = [f.column for f in self.given] + [f.column for f in self.rest]
-        self.conflict = conflict
-        self.sql = (
-            f"INSERT INTO {model._meta.db_table} ({', '.join(self.columns)}) "
-            f"VALUES ({', '.join(['%s'] * len(self.columns))}) "
-            f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
-        )
-        self.table = model._meta.db_table
+        self.names = [f.column for f in self.given]  # the keys of a row in PostgreSQL's JSON
+        columns = self.names + [f.column for f in self.rest]
+        self.head = f"INSERT INTO {model._meta.db_table} ({', '.join(columns)}) "
+        self.tail = f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+        self.sql = f"{self.head}VALUES ({', '.join(['%s'] * len(columns))}){self.tail}"
         self.pg_sql = None
 
     def _pg(self):
         """The statement for PostgreSQL (column types read once a connection exists)."""
         if self.pg_sql is None:
-            given = [f.column for f in self.given]
             record = ", ".join(f"{f.column} {f.db_type(connection)}" for f in self.given)
-            rest = ", ".join(f"%s::{f.db_type(connection)}" for f in self.rest)
+            select = [f"x.{c}" for c in self.names]
+            select += [f"%s::{f.db_type(connection)}" for f in self.rest]
             self.pg_sql = (
-                f"INSERT INTO {self.table} ({', '.join(self.columns)}) "
-                f"SELECT {', '.join('x.' + c for c in given)}{', ' + rest if rest else ''} "
-                f"FROM jsonb_to_recordset(%s::jsonb) AS x({record}) "
-                f"ON CONFLICT ({', '.join(self.conflict)}) DO NOTHING"
+                f"{self.head}SELECT {', '.join(select)} "
+                f"FROM jsonb_to_recordset(%s::jsonb) AS x({record}){self.tail}"
             )
         return self.pg_sql
 
@@ -78,9 +73,8 @@ class _Insert:
         if connection.vendor == "postgresql":
             if not rows:
                 return
-            names = [f.column for f in self.given]
             payload = json.dumps(
-                [dict(zip(names, row, strict=True)) for row in rows], default=_json_value
+                [dict(zip(self.names, row, strict=True)) for row in rows], default=_json_value
             )
             cur.execute(self._pg(), [*defaults, payload])
             return

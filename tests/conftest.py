@@ -200,5 +200,5 @@ def started(monkeypatch):
     """The runs whose drivers the engine would start (no worker runs), in order."""
     calls = []
     monkeypatch.setattr("runner.engine.lifecycle.start_drivers", lambda run: calls.append(run.pk))
-    monkeypatch.setattr("runner.events.progress.announce", lambda run: None)
+    monkeypatch.setattr("runner.events.progress.announce", lambda run, progress=False: None)
     return calls

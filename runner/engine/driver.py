@@ -132,10 +132,16 @@ class Driver:
         return len(self.inflight) - min(self.calls.retrying, self.capacity)
 
     @property
+    def free(self):
+        """Slots free now."""
+        return max(0, self.capacity - self.busy)
+
+    @property
     def room(self):
         """Tasks to claim now: free slots, plus a few ahead (AHEAD of the slots) that wait
         for a slot in the loop, so a slot freed is taken again at once, not after the
-        driver's next pass."""
+        driver's next pass (the claim takes those only from a long queue, see
+        `TaskQuerySet.claim`)."""
         return self.capacity + int(self.capacity * AHEAD) - self.busy
 
     @property
@@ -266,7 +272,8 @@ class Driver:
                 self.full_at = now  # every slot is busy: it could use more
             if free > 0 and (free >= max(1, self.capacity // 10) or self.busy < self.capacity // 2):
                 n = self._budget_room(min(free, settings.RUNNER_CLAIM_BATCH))
-                claimed = self._claim(n) if n else 0
+                slots = min(n, self.free)
+                claimed = self._claim(slots, ahead=n - slots) if n else 0
             self._collect(block=bool(self.inflight) and not claimed)
             if costs.over_budget(self.run.spent, self.budget) and self._pause():
                 return
@@ -350,9 +357,9 @@ class Driver:
         self.claims += 1
         return f"{self.id}:{self.claims}"
 
-    def _claim(self, n):
+    def _claim(self, n, ahead=0):
         lease = timezone.now() + timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
-        rows = Task.objects.claim(self.run_id, n, self._next_claim(), lease)
+        rows = Task.objects.claim(self.run_id, n, self._next_claim(), lease, ahead=ahead)
         if len(rows) >= n:
             self.full_at = time.monotonic()
         self._start(rows)
@@ -457,7 +464,11 @@ class Driver:
                 self.paid[1] += 1
         results = [res for _, res in results]
         if results:
-            free = self._budget_room(max(0, self.room))
+            # Children of what finished take at most half the free slots (rounded up): the
+            # rest go to the earliest pending step (the claim's order), so a run's first
+            # steps never fall behind its last ones. A run ends when its longest chain
+            # does: deepest-first alone left the last slots with too little to do.
+            free = self._budget_room(self.free - self.free // 2)
             t0 = time.perf_counter()
             claimed = finish(
                 self.run, self.spec, results, claim=self._next_claim(), claim_max=free, meta=rows

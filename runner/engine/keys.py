@@ -59,6 +59,11 @@ def retrying(run_code):
     return key("retrying", _hex(run_code))
 
 
+def announced(run_code):
+    """Set for a moment by the worker that announces a run's progress (`events.progress`)."""
+    return key("announced", _hex(run_code))
+
+
 def call(run_code, digest):
     return key("call", _hex(run_code), digest)
 

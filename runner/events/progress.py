@@ -11,8 +11,10 @@ import threading
 import time
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import close_old_connections
 from django.dispatch import receiver
+from redis.exceptions import RedisError
 
 from runner.engine import aio
 from runner.engine.ports import run_changed
@@ -40,6 +42,19 @@ def _on_run_changed(sender, run, soon=False, **kwargs):
         announce(run)
 
 
+def _first_to_announce(run):
+    """Whether this worker is the one to announce `run`'s progress now: a run driven by
+    several workers is announced by one of them every `RUNNER_PROGRESS_SECONDS`, not by
+    each (making the state is most of an idle driver's work). Redis away: announce."""
+    from runner.engine import keys, limits
+
+    ms = max(1, int(settings.RUNNER_PROGRESS_SECONDS * 1000))
+    try:
+        return bool(limits.client().set(keys.announced(run.code), b"1", nx=True, px=ms))
+    except RedisError:
+        return True
+
+
 class _Announcer:
     """A thread that announces drivers' progress, so the driver goes on meanwhile (the
     database's counting of a huge run mostly leaves the interpreter free)."""
@@ -65,18 +80,24 @@ class _Announcer:
             with self.lock:
                 runs, self.pending = list(self.pending.values()), {}
             for run in runs:
-                announce(run)
+                announce(run, progress=True)
             close_old_connections()
 
 
 _announcer = _Announcer()
 
 
-def announce(run):
+def announce(run, progress=False):
+    """Send `run`'s state to its pages. `progress`: a driver's periodic news, skipped
+    while the same state was sent a moment ago (by this process or another); a change
+    of status is always sent."""
     try:
         current = Run.objects.defer("inputs").get(pk=run.pk)
         until, status = _quiet_until.get(run.pk, (0.0, None))
-        if current.is_active and status == current.status and time.monotonic() < until:
+        same = current.is_active and status == current.status
+        if same and time.monotonic() < until:
+            return
+        if same and progress and not _first_to_announce(current):
             return
         started = time.monotonic()
         state = run_state(current)

@@ -209,16 +209,19 @@ CLAIMED_FIELDS = ("id", "step", "key", "seq", "variant", "context", "round")  # 
 
 
 class TaskQuerySet(models.QuerySet):
-    def claim(self, run_id, n, token, lease_until):
-        """Claim up to `n` pending tasks of a run (deepest step first) under `token`.
+    def claim(self, run_id, n, token, lease_until, ahead=0):
+        """Claim up to `n` pending tasks of a run (earliest step first, then input order)
+        under `token`; `ahead` more only from a queue at least twice as long as the claim,
+        so tasks waiting for a slot in one driver are not ones another driver could start.
 
         One guarded UPDATE (pending -> running); returns the claimed rows as the
         driver needs them. Safe with other drivers: a row goes to one claim only."""
         ids = list(
             self.filter(run_id=run_id, status=Task.PENDING)
-            .order_by("-step", "id")
-            .values_list("id", flat=True)[:n]
+            .order_by("step", "id")
+            .values_list("id", flat=True)[: 2 * (n + ahead) if ahead else n]
         )
+        ids = ids[: n + ahead] if len(ids) >= 2 * (n + ahead) else ids[:n]
         if not ids:
             return []
         self.filter(id__in=ids, status=Task.PENDING).update(
@@ -319,8 +322,8 @@ class Task(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="task_run_key")]
         indexes = [
-            # the claim's order (deepest step first, then input order) read off the index
-            models.Index(fields=["run", "status", "-step", "id"], name="task_run_status_step_id"),
+            # the claim's order (earliest step first, then input order) read off the index
+            models.Index(fields=["run", "status", "step", "id"], name="task_run_claim_order"),
             models.Index(fields=["run", "step", "seq"], name="task_run_step_seq"),
             # calls per second over the last seconds of a run (the run page)
             models.Index(fields=["run", "finished"], name="task_run_finished"),

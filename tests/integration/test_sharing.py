@@ -151,3 +151,18 @@ def test_a_launch_wakes_every_worker_at_once(owner, worker_factory, fake_llm, re
         c.split(":")[0] for c in Task.objects.filter(run=run).values_list("claim", flat=True)
     }
     assert len(drivers - {""}) >= 2  # both workers heard of it
+
+
+def test_a_runs_first_steps_are_not_left_for_last(owner, worker, fake_llm):
+    # 8 topics through 3 chained steps at 4 in flight: children of what finished get at
+    # most half the free slots, the rest go to the earliest step still pending. (Deepest
+    # first left topics 6-8 waiting until the first topics were answered, and the run's
+    # last slots with too little to do.)
+    fake_llm.configure(latency=0.05)
+    provider = provider_for(owner, fake_llm, concurrency=4)
+    run = _launch(owner, provider, "Chained", topics=8)  # 8 + 40 + 40 calls
+    wait_for(run, timeout=120)
+    assert run.status == Run.COMPLETED
+    last_first_step = max(Task.objects.filter(run=run, step=0).values_list("finished", flat=True))
+    answered_before = Task.objects.filter(run=run, step=2, finished__lt=last_first_step).count()
+    assert answered_before < 10, f"{answered_before} of 40 answers came before the last topic"

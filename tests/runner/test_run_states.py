@@ -1,5 +1,6 @@
 """A run's state changes: one guarded update each, refused from a state it may not leave."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -145,7 +146,7 @@ def test_tasks_are_claimed_once_renewed_and_released(owner):
     assert Task.objects.filter(run=run, status=Task.PENDING).count() == 2
 
 
-def test_a_claim_takes_the_deepest_step_first_then_input_order(owner):
+def test_a_claim_takes_the_earliest_step_first_then_input_order(owner):
     run = make_run(owner, Run.RUNNING, topics=3)
     Task.objects.bulk_create(
         [Task(run=run, step=1, key=f"in:{i}:0", seq=f"{i:08d}.0") for i in (2, 0)]
@@ -153,12 +154,26 @@ def test_a_claim_takes_the_deepest_step_first_then_input_order(owner):
     lease = timezone.now() + timedelta(seconds=60)
     rows = Task.objects.claim(run.pk, 4, "a:1", lease)
     assert [(r["step"], r["key"]) for r in rows] == [
-        (1, "in:2:0"),
-        (1, "in:0:0"),
         (0, "in:0"),
         (0, "in:1"),
+        (0, "in:2"),
+        (1, "in:2:0"),
     ]
     assert set(rows[0]) >= {"id", "step", "key", "seq", "variant", "context", "round"}
+
+
+def test_tasks_beyond_the_free_slots_are_claimed_only_from_a_long_queue(owner):
+    run = make_run(owner, Run.RUNNING, topics=7)
+    lease = timezone.now() + timedelta(seconds=60)
+    # 7 pending: 2 for the free slots and 2 ahead would leave 3, fewer than the claim
+    assert len(Task.objects.claim(run.pk, 2, "a:1", lease, ahead=2)) == 2
+    Task.objects.filter(run=run).release()
+    Task.objects.bulk_create(
+        [Task(run=run, step=0, key=f"more:{i}", seq=f"{i + 7:08d}") for i in range(1)]
+    )
+    # 8 pending: as many stay for the other drivers as this one takes
+    assert len(Task.objects.claim(run.pk, 2, "b:1", lease, ahead=2)) == 4
+    assert len(Task.objects.claim(run.pk, 2, "c:1", lease, ahead=2)) == 2
 
 
 def test_an_ended_run_keeps_its_tasks_counts_until_it_is_queued_again(owner):
@@ -183,3 +198,27 @@ def test_an_ended_run_keeps_its_tasks_counts_until_it_is_queued_again(owner):
     assert run.tally is None
     run.start()
     assert run_state(run)["tokens_in"] == 297
+
+
+def test_a_run_driven_by_several_workers_is_announced_by_one_of_them_at_a_time(
+    owner, redis_client, monkeypatch
+):
+    from runner.engine import keys
+    from runner.events import progress
+
+    made = []  # the states made (what costs: counting the run's tasks)
+    monkeypatch.setattr(progress, "run_state", lambda run: made.append(run.status) or {})
+    run = make_run(owner, Run.RUNNING, topics=3)
+    for _ in range(4):  # four workers, each with news of the run and nothing sent lately
+        monkeypatch.setitem(progress._quiet_until, run.pk, (0.0, Run.RUNNING))
+        progress.announce(run, progress=True)
+    assert made == [Run.RUNNING]
+    key = keys.announced(run.code)
+    deadline = time.monotonic() + 10
+    while redis_client.exists(key) and time.monotonic() < deadline:  # a moment later
+        time.sleep(0.02)
+    progress.announce(run, progress=True)
+    assert made == [Run.RUNNING] * 2
+    run.pause("the budget is spent")  # a change of status is sent at once, every time
+    progress.announce(run, progress=True)
+    assert made == [Run.RUNNING] * 2 + [Run.PAUSED]

@@ -65,6 +65,7 @@ class Namespaces:
     def close(self):
         for i in range(1, 9):
             subprocess.run(["ip", "netns", "del", f"pdbench{i}"], stderr=subprocess.DEVNULL)
+            subprocess.run(["ip", "link", "del", f"pdbh{i}"], stderr=subprocess.DEVNULL)
         subprocess.run(
             ["ip", "addr", "del", f"{HOST_ADDR}/32", "dev", "lo"], stderr=subprocess.DEVNULL
         )

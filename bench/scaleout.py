@@ -152,6 +152,43 @@ def one_run(stack, topics, label, steps=3):
             per[claim.split(":")[0]][sec] += 1
         for d, secs in per.items():
             print("   ", d, [secs.get(i, 0) for i in range(max(secs) + 1)], flush=True)
+        # calls in flight every 0.1 s (a call's start: its end less its latency), and how
+        # long tasks waited between being written and their call going out
+        spans = [
+            ((f - run.created).total_seconds() - ms / 1000, (f - run.created).total_seconds(),
+             (c - run.created).total_seconds())
+            for f, ms, c in Task.objects.filter(run=run).values_list("finished", "latency_ms", "created")
+        ]  # fmt: skip
+        by_step = {}
+        for st, f, ms in Task.objects.filter(run=run).values_list("step", "finished", "latency_ms"):
+            b = (f - run.created).total_seconds()
+            by_step.setdefault(st, []).append((b - ms / 1000, b))
+        for st, v in sorted(by_step.items()):
+            a = sorted(x for x, _ in v)
+            print(
+                f"    step {st}: {len(v)} calls, sent +{a[0]:.2f}s .. +{a[-1]:.2f}s "
+                f"(90% by +{a[len(a) * 9 // 10]:.2f}s), last back +{max(y for _, y in v):.2f}s",
+                flush=True,
+            )
+        last = Task.objects.filter(run=run).order_by("-finished")[:12]
+        for t in last:
+            rel = lambda d: (d - run.created).total_seconds() if d else float("nan")  # noqa: E731
+            p = t.parent
+            print(
+                f"    late: step {t.step} driver {t.claim.split(':')[0]} written +{rel(t.created):.2f}"
+                f" sent +{rel(t.finished) - t.latency_ms / 1000:.2f} back +{rel(t.finished):.2f};"
+                f" parent back +{rel(p.finished) if p else float('nan'):.2f} by {p.claim.split(':')[0] if p else '-'}",
+                flush=True,
+            )
+        end = max(b for _, b, _ in spans)
+        bins = [sum(1 for a, b, _ in spans if a <= t / 10 < b) for t in range(int(end * 10) + 1)]
+        print("    in flight every 0.1 s:", bins, flush=True)
+        waits = sorted(a - c for a, _, c in spans)
+        print(
+            f"    first call +{min(a for a, _, _ in spans):.3f}s; wait from written to sent: "
+            f"median {waits[len(waits) // 2]:.3f}s, 90% {waits[len(waits) * 9 // 10]:.3f}s",
+            flush=True,
+        )
     return {"wall": wall, "calls": done, "ok": run.status == Run.COMPLETED, "drivers": drivers}
 
 

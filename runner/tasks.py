@@ -21,7 +21,7 @@ WORKER_CONN_MAX_AGE = 600  # seconds a worker thread keeps its database connecti
 @worker_ready.connect
 def _start_host(**kwargs):
     """The host drives every open run of this database; a launch wakes it through Redis
-    (`runner.engine.host.wake_hosts`), not through a Celery task. It starts once the
+    (`runner.engine.ports.wake_hosts`), not through a Celery task. It starts once the
     HTTP clients and the CAs are loaded (0.1-0.2 s, in a thread: Celery's own start goes
     on), so a run's first calls do not wait for them, and once start-up's objects are
     frozen out of the garbage collector's way."""

@@ -11,6 +11,7 @@ paused by the driver that sees its spend reach it.
 """
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
@@ -45,6 +46,9 @@ class Driver:
         self.id = uuid.uuid4().hex[:12]
         self.claims = 0
         self.inflight = {}  # task id -> its workflows.Plan, while its calls go on
+        # Plans claimed ahead of the slots (in `inflight` too), not yet handed to the loop: a
+        # slot freed takes one at once; given back when the pending queue runs dry.
+        self.held = collections.deque()
         self.tasks = {}  # task id -> its asyncio task (touched in the loop only)
         self.results = queue.SimpleQueue()  # (plan, Result or the exception that stopped it)
         self.grants = {}  # pool -> this driver's share of its slots now
@@ -69,6 +73,7 @@ class Driver:
             "grow": 0.0,
             "rate": 0.0,
             "report": 0.0,
+            "held": 0.0,
         }
         self.reported = {}  # pool -> (calls started, 429s) already told to Redis
         self.paid = [0, 0]  # cost (micro-dollars) and count of the calls this driver made
@@ -135,6 +140,11 @@ class Driver:
     def free(self):
         """Slots free now."""
         return max(0, self.capacity - self.busy)
+
+    @property
+    def spawnable(self):
+        """Slots not taken by what is in the loop (the held plans may have them)."""
+        return max(0, self.capacity - self.busy + len(self.held))
 
     @property
     def room(self):
@@ -274,6 +284,12 @@ class Driver:
                 n = self._budget_room(min(free, settings.RUNNER_CLAIM_BATCH))
                 slots = min(n, self.free)
                 claimed = self._claim(slots, ahead=n - slots) if n else 0
+            if self.held:
+                self._spawn_held()
+                if self.held and now - self.last["held"] > settings.RUNNER_FLUSH_SECONDS:
+                    self.last["held"] = now
+                    if not Task.objects.filter(run_id=self.run_id, status=Task.PENDING).exists():
+                        self._give_back()
             self._collect(block=bool(self.inflight) and not claimed)
             if costs.over_budget(self.run.spent, self.budget) and self._pause():
                 return
@@ -372,9 +388,30 @@ class Driver:
         if not plans:
             return
         self._prefetch([p.first for p in plans if p.first is not None])
+        room = self.spawnable
         for plan in plans:
             self.inflight[plan.task_id] = plan
-        aio.call_soon(self._spawn, plans)
+        self.held.extend(plans[room:])
+        if room:
+            aio.call_soon(self._spawn, plans[:room])
+
+    def _spawn_held(self):
+        """Hand held plans to the loop for the slots free now."""
+        n = min(self.spawnable, len(self.held))
+        if n:
+            aio.call_soon(self._spawn, [self.held.popleft() for _ in range(n)])
+
+    def _give_back(self):
+        """The pending queue ran dry while this driver holds plans its slots have no room
+        for yet: put them back, so a worker with room starts them now (one claim by a busy
+        driver at the start of a wave could otherwise keep a run's last calls waiting for
+        its next wave while other workers sit idle). Only a queue twice as long as a claim
+        lets a busy driver take tasks ahead again (`TaskQuerySet.claim`)."""
+        ids = [plan.task_id for plan in self.held]
+        self.held.clear()
+        for task_id in ids:
+            del self.inflight[task_id]
+        Task.objects.filter(id__in=ids, status=Task.RUNNING).release()
 
     def _spawn(self, plans):
         """In the loop: one asyncio task per claimed task."""
@@ -456,13 +493,16 @@ class Driver:
                 continue
             results.append((plan, outcome))
         rows = {}
-        for plan, res in results:
+        for plan, _ in results:
             del self.inflight[plan.task_id]
             rows[plan.task_id] = plan.row
+        if self.held:
+            self._spawn_held()  # before saving: a freed slot takes the next call at once
+        results = [res for _, res in results]
+        for res in results:
             if not res.cached:
                 self.paid[0] += res.cost
                 self.paid[1] += 1
-        results = [res for _, res in results]
         if results:
             # Children of what finished take at most half the free slots (rounded up): the
             # rest go to the earliest pending step (the claim's order), so a run's first
@@ -531,6 +571,12 @@ class Driver:
         if wait is None:
             wait = 5 if stopping.is_set() else 2
         self.stopping_now = True  # what finishes now makes pending children, not new calls
+        if self.held:  # never started: back to the queue, no call lost
+            ids = [plan.task_id for plan in self.held]
+            self.held.clear()
+            for task_id in ids:
+                del self.inflight[task_id]
+            Task.objects.filter(id__in=ids, status=Task.RUNNING).release()
         deadline = time.monotonic() + wait
         while self.inflight and time.monotonic() < deadline:
             self._collect(block=True)

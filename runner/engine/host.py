@@ -2,7 +2,7 @@
 
 Every worker process has one host. A few times a second (`RUNNER_HOST_SECONDS`, or
 at once when a launch, a resume or a retry wakes every host with a Redis message,
-`wake_hosts`) it looks in the database for open runs and starts a driver, in a
+`ports.wake_hosts`) it looks in the database for open runs and starts a driver, in a
 thread of its own, for each run it is not driving yet. So
 any number of runs go at once on any number of workers, a Celery thread is never held
 by a run, and a run is driven by every worker that has room: their drivers claim the
@@ -72,7 +72,7 @@ class Host:
             self.wakeup.wait(settings.RUNNER_HOST_SECONDS)
 
     def _listen(self):
-        """Wake the loop when `wake_hosts` says a run opened somewhere. Without Redis the
+        """Wake the loop when `ports.wake_hosts` says a run opened somewhere. Without Redis the
         loop still looks every `RUNNER_HOST_SECONDS`; this listens again when it is back."""
         while not stopping.is_set():
             pubsub = None
@@ -148,16 +148,6 @@ class Host:
             log.warning("run %s failed: %s", run_id, reason)
             announce(run)
         self.crashes.pop(run_id, None)
-
-
-def wake_hosts():
-    """Tell every worker's host, at once, to look for open runs (one Redis message; the
-    hosts of other deployments listen on their own prefix). If Redis cannot be reached
-    the hosts still find the run at their next look, within `RUNNER_HOST_SECONDS`."""
-    try:
-        limits.client().publish(keys.hosts_channel(), b"1")
-    except RedisError:
-        log.warning("could not wake the workers (Redis unreachable): they find the run soon")
 
 
 _host = Host()

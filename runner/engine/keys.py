@@ -79,7 +79,7 @@ def trial(trial_id):
 
 
 def hosts_channel():
-    """The pub/sub channel on which a launch wakes every worker's host (`host.wake_hosts`)."""
+    """The pub/sub channel on which a launch wakes every worker's host (`ports.wake_hosts`)."""
     return key("hosts")
 
 

@@ -21,8 +21,7 @@ from runner.spec.callbacks import Child, root_seq
 from runner.spec.estimate import estimate
 
 from .endpoints import LaunchError, resolve_endpoints
-from .host import wake_hosts
-from .ports import announce
+from .ports import announce, wake_hosts
 from .writer import insert_tasks
 
 LAUNCH_BATCH = 2000  # first tasks written per statement batch

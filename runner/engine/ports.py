@@ -7,10 +7,20 @@
 - `enqueue(task_name, *args)`: Celery work (`runner/tasks.py`), named, not imported,
   sent once the current transaction commits. The Celery app is loaded here, on first
   use, not at every Django start-up (the command line never sends Celery work).
+- `wake_hosts()`: a run opened; every worker's host hears it at once (one Redis
+  message). Here, not in `host`, so that what launches runs (the web, the command line)
+  does not load the driver and the providers.
 """
+
+import logging
 
 from django.db import transaction
 from django.dispatch import Signal
+from redis.exceptions import RedisError
+
+from . import keys, limits
+
+log = logging.getLogger("runner.engine")
 
 run_changed = Signal()  # sender: the Run class; run: the run that changed
 
@@ -25,3 +35,13 @@ def enqueue(task_name, *args):
     from config.celery import app
 
     transaction.on_commit(lambda: app.send_task(task_name, args=list(args)))
+
+
+def wake_hosts():
+    """Tell every worker's host, at once, to look for open runs (one Redis message; the
+    hosts of other deployments listen on their own prefix). If Redis cannot be reached
+    the hosts still find the run at their next look, within `RUNNER_HOST_SECONDS`."""
+    try:
+        limits.client().publish(keys.hosts_channel(), b"1")
+    except RedisError:
+        log.warning("could not wake the workers (Redis unreachable): they find the run soon")

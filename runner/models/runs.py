@@ -230,9 +230,12 @@ class TaskQuerySet(models.QuerySet):
         return self.claimed(run_id, token)
 
     def claimed(self, run_id, token):
-        """The running tasks of a run held under `token`, as a driver starts them."""
+        """The running tasks of a run held under `token`, as a driver starts them (in the
+        claim's order: what the slots have no room for yet is the last of it)."""
         return list(
-            self.filter(run_id=run_id, claim=token, status=Task.RUNNING).values(*CLAIMED_FIELDS)
+            self.filter(run_id=run_id, claim=token, status=Task.RUNNING)
+            .order_by("step", "id")
+            .values(*CLAIMED_FIELDS)
         )
 
     def tally(self, by_run=False):

@@ -166,3 +166,35 @@ def test_a_runs_first_steps_are_not_left_for_last(owner, worker, fake_llm):
     last_first_step = max(Task.objects.filter(run=run, step=0).values_list("finished", flat=True))
     answered_before = Task.objects.filter(run=run, step=2, finished__lt=last_first_step).count()
     assert answered_before < 10, f"{answered_before} of 40 answers came before the last topic"
+
+
+def test_tasks_a_busy_worker_holds_ahead_go_to_a_worker_with_room(
+    owner, worker_factory, fake_llm, redis_client
+):
+    # A worker claims a few tasks beyond its free slots (they start the moment a slot
+    # frees). Worker A's 8 slots hang on their calls and it holds 2 more; worker B comes
+    # later with room to spare and takes the rest of the queue. Once the queue is dry, A
+    # gives back what it holds, and B starts it: without that, those two would wait for
+    # A's calls (here: an hour).
+    fake_llm.configure(hang_for=["Hang topic"])
+    first_step = QA.model_copy(update={"steps": QA.steps[:1]})
+    provider = provider_for(owner, fake_llm, concurrency=64)
+    worker_factory(RUNNER_MAX_INFLIGHT="8")
+    topics = [f"Hang topic {i}" for i in range(8)] + [f"Quick topic {i}" for i in range(12)]
+    run = engine.launch_run(
+        owner, first_step, [{"topic": t} for t in topics], providers={"*": provider.pk}
+    )
+    # A took its 8 slots' worth and 2 ahead (the queue was twice as long as the claim)
+    wait_for(run, timeout=30, until=lambda r: fake_llm.stats()["in_flight"] == 8)
+    wait_for(run, until=lambda r: Task.objects.filter(run=r, status=Task.RUNNING).count() == 10)
+    held = set(Task.objects.filter(run=run, status=Task.RUNNING, key__in=["in:8", "in:9"]))
+    assert len(held) == 2  # the first two quick ones, not yet sent
+    worker_factory(RUNNER_MAX_INFLIGHT="16")
+    quick = Task.objects.filter(run=run, context__topic__startswith="Quick")
+    wait_for(run, timeout=60, until=lambda r: quick.filter(status=Task.DONE).count() == 12)
+    assert fake_llm.stats()["in_flight"] == 8  # A's calls still hang: B made the 12
+    claims_of_a = {t.claim.split(":")[0] for t in held}
+    assert not quick.filter(claim__startswith=next(iter(claims_of_a))).exists()
+    engine.cancel_run(run)
+    wait_for(run, timeout=30)
+    assert run.status == Run.CANCELLED

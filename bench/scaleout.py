@@ -181,8 +181,12 @@ def one_run(stack, topics, label, steps=3):
                 flush=True,
             )
         end = max(b for _, b, _ in spans)
-        bins = [sum(1 for a, b, _ in spans if a <= t / 10 < b) for t in range(int(end * 10) + 1)]
-        print("    in flight every 0.1 s:", bins, flush=True)
+        bins = [sum(1 for a, b, _ in spans if a <= t / 20 < b) for t in range(int(end * 20) + 1)]
+        print("    in flight every 0.05 s:", bins, flush=True)
+        print(
+            f"    last call back +{end:.2f}s, run ended +{(run.finished - run.created).total_seconds():.2f}s",
+            flush=True,
+        )
         waits = sorted(a - c for a, _, c in spans)
         print(
             f"    first call +{min(a for a, _, _ in spans):.3f}s; wait from written to sent: "

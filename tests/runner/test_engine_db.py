@@ -131,3 +131,43 @@ def test_tasks_and_records_are_written_back_exactly_whatever_they_hold(owner):
     assert answers == sorted(
         f"why {sub}? «{row['topic']}»" for row in odd for sub in ["same 'sub' ✓", 'other "sub"']
     )
+
+
+def test_a_finished_tasks_reply_and_accounts_are_saved_exactly(owner):
+    # Finished calls are saved in bulk (on PostgreSQL one UPDATE fed by a JSON document):
+    # what the run page and the export show must be what the provider said, to the byte.
+    spec = qa_spec()
+    run = launch(owner, spec, [{"topic": "a"}, {"topic": "b"}, {"topic": "c"}])
+    a, b, c = Task.objects.filter(run=run, step=0).order_by("seq")
+    Task.objects.filter(run=run).update(status=Task.RUNNING, attempts=1)
+    text = 'Here: ["it\'s", "\\"q\\"", "日本語 🌋"] \\ done\n'
+    attempts = [{"n": 1, "ok": False, "status": 429, "error": "slow down"}, {"n": 2, "ok": True}]
+    trace = [{"prompt": [{"role": "user", "content": "«x»"}], "reply": "ok", "memory": {"k": [1]}}]
+    results = [
+        Result(a.pk, True, [{"role": "user", "content": "List «a»"}], text=text,
+               parsed=["it's", '"q"', "日本語 🌋"], model="m-1", tokens_in=12, tokens_out=34,
+               latency_ms=567, attempts=attempts, cost=1_250, trace=trace, warning="cut short"),
+        Result(b.pk, False, [{"role": "user", "content": "List b"}], error="HTTP 500: «no»",
+               attempts=[{"n": 1, "ok": False, "latency_ms": 40}, {"n": 2, "ok": False, "latency_ms": 2}]),
+        Result(c.pk, True, [{"role": "user", "content": "List c"}], text="[]", parsed=[],
+               cached=True),
+    ]  # fmt: skip
+    finish(run, spec, results)
+    a, b, c = (Task.objects.get(pk=t.pk) for t in (a, b, c))
+    assert (a.status, a.raw_output, a.parsed, a.model) == (
+        Task.DONE,
+        text,
+        results[0].parsed,
+        "m-1",
+    )
+    assert a.messages == [{"role": "user", "content": "List «a»"}]
+    assert (a.tokens_in, a.tokens_out, a.latency_ms, a.cost) == (12, 34, 567, 1_250)
+    assert (a.attempt_log, a.trace, a.warning) == (attempts, trace, "cut short")
+    assert a.attempts == 1 + 2 and a.finished is not None and a.lease_until is None
+    assert (b.status, b.error, b.parsed, b.latency_ms) == (Task.FAILED, "HTTP 500: «no»", None, 42)
+    assert (c.status, c.cached, c.attempts, c.trace) == (Task.DONE, True, 1, None)
+    run.refresh_from_db()
+    assert run.spent == 1_250
+    # finishing the same tasks again (a lease ran out meanwhile) changes nothing
+    finish(run, spec, [Result(a.pk, False, [], error="late")])
+    assert Task.objects.get(pk=a.pk).status == Task.DONE

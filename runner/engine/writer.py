@@ -73,9 +73,7 @@ class _Insert:
         if connection.vendor == "postgresql":
             if not rows:
                 return
-            payload = json.dumps(
-                [dict(zip(self.names, row, strict=True)) for row in rows], default=_json_value
-            )
+            payload = _pg_json([dict(zip(self.names, row, strict=True)) for row in rows])
             cur.execute(self._pg(), [*defaults, payload])
             return
         adapt = connection.ops.adapt_json_value
@@ -86,6 +84,26 @@ class _Insert:
                 row[i] = adapt(row[i], None)
             params.append((*row, *defaults))
         cur.executemany(self.sql, params)
+
+
+def _pg_json(rows):
+    """`rows` as one JSON document for PostgreSQL, which keeps no NUL character in text or
+    jsonb: a reply holding one (a model's stray \\0) is saved with U+FFFD in its place
+    instead of failing its chunk, and with it the run, at every try."""
+    payload = json.dumps(rows, default=_json_value)
+    if "\\u0000" in payload:
+        payload = json.dumps(_without_nul(rows), default=_json_value)
+    return payload
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _json_value(value):
@@ -225,9 +243,8 @@ def finish(run, spec, results, claim=None, claim_max=0, meta=None):
     with transaction.atomic():
         with connection.cursor() as cur:
             if postgres:
-                payload = json.dumps(
-                    [dict(zip(["id", *_FINISHED], (p[-2], *p[:15]), strict=True)) for p in params],
-                    default=_json_value,
+                payload = _pg_json(
+                    [dict(zip(["id", *_FINISHED], (p[-2], *p[:15]), strict=True)) for p in params]
                 )
                 cur.execute(_finish_statement_pg(), [finished_at, payload, Task.RUNNING])
             else:

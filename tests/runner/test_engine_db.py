@@ -171,3 +171,23 @@ def test_a_finished_tasks_reply_and_accounts_are_saved_exactly(owner):
     # finishing the same tasks again (a lease ran out meanwhile) changes nothing
     finish(run, spec, [Result(a.pk, False, [], error="late")])
     assert Task.objects.get(pk=a.pk).status == Task.DONE
+
+
+def test_a_reply_holding_a_nul_character_is_saved_and_its_children_made(owner):
+    # PostgreSQL keeps no NUL in text or JSON: a model's stray \0 must not fail the chunk
+    # (and the run, each time the cached reply is read again). It is saved as U+FFFD there.
+    from django.db import connection
+
+    spec = qa_spec()
+    run = launch(owner, spec, [{"topic": "a"}])
+    task = Task.objects.get(run=run, step=0)
+    Task.objects.filter(pk=task.pk).update(status=Task.RUNNING)
+    text = '["one\x00two", "three"]'
+    finish(run, spec, [Result(task.pk, True, [{"role": "user", "content": "x"}], text=text,
+                              parsed=["one\x00two", "three"], model="m\x00")])  # fmt: skip
+    kept = (lambda v: v.replace("\x00", "\ufffd")) if connection.vendor == "postgresql" else str
+    task.refresh_from_db()
+    assert (task.status, task.raw_output, task.model) == (Task.DONE, kept(text), kept("m\x00"))
+    assert task.parsed == [kept("one\x00two"), "three"]
+    subs = sorted(t.context["sub"] for t in Task.objects.filter(run=run, step=1))
+    assert subs == sorted([kept("one\x00two"), "three"])

@@ -129,6 +129,20 @@ def spec_problems(spec):
                     "input_keys", "bad_input_key", f"input key '{key}' {KEY_RULE}", key=key
                 )
             )
+    where = nul_in(spec.model_dump(mode="json"))
+    if where is not None:
+        said = where
+        if where.startswith("steps["):
+            i = int(where[6 : where.index("]")])
+            said = f"step {i + 1} ('{spec.steps[i].name}'): {where[where.index(']') + 2 :]}"
+        out.append(
+            Problem.general(
+                where.split(".")[0].split("[")[0],
+                "nul_character",
+                f"{said} holds a NUL character (\\u0000), which cannot be stored; remove it",
+                where=where,
+            )
+        )
     seen_names, seen_keys = {}, {}
     contexts = spec.contexts()
     first_keys = set(spec.first_step_keys())
@@ -500,6 +514,29 @@ def _pydantic_words(err, where):
 # -- a run's inputs ---------------------------------------------------------------------
 
 
+def nul_in(value, path=""):
+    """Where in `value` (dicts, lists, text) a text holds a NUL character, as a path like
+    `steps[0].prompt` (None: nowhere). No database text keeps one (PostgreSQL refuses it)."""
+    if isinstance(value, str):
+        return (path or "the text") if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, str) and "\x00" not in v and "\x00" not in k:
+                continue  # the common case, without a call
+            name = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and "\x00" in k:
+                return name
+            found = nul_in(v, name)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found = nul_in(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 def input_problems(spec, inputs):
     """Problems with a list of input dicts for a run of `spec`."""
     if not isinstance(inputs, list) or not inputs:
@@ -526,6 +563,18 @@ def input_problems(spec, inputs):
                     f"input {n} has no value for {', '.join(missing)}",
                     row=n,
                     keys=missing,
+                )
+            )
+        where = nul_in(row)
+        if where is not None:
+            out.append(
+                Problem.general(
+                    "inputs",
+                    "nul_character",
+                    f"input {n}: {where} holds a NUL character (\\u0000), which cannot be "
+                    "stored; remove it",
+                    row=n,
+                    key=where,
                 )
             )
         bad = [k for k in row if not isinstance(k, str) or not KEY_RE.match(k)]

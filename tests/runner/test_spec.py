@@ -889,3 +889,24 @@ def test_spec_error_takes_bare_sentences_too():
     err = SpecError(["something is off", Problem.general("", "no_steps", "no steps")])
     assert [p.code for p in err.problems] == ["other", "no_steps"]
     assert str(err) == "something is off; no steps"
+
+
+def test_a_nul_character_in_a_spec_or_an_input_is_refused_with_where_it_is():
+    # No database text keeps a NUL (PostgreSQL refuses it): said before the run is written.
+    data = full_spec()
+    data["steps"][1]["system"] = "Be\x00 brief."
+    assert only_problem(data) == (
+        "step 2 ('question'): system holds a NUL character (\\u0000), which cannot be "
+        "stored; remove it"
+    )
+    data = full_spec()
+    data["description"] = json.loads('"made \\u0000 here"')
+    assert only_problem(json.dumps(data)).startswith("description holds a NUL character")
+    spec = PipelineSpec.load(full_spec())
+    problems = spec.check_inputs(
+        [{"topic": "fine"}, {"topic": "a\x00b"}, {"topic": "c", "meta": {"tags": ["x", "y\x00"]}}]
+    )
+    assert problems == [
+        "input 2: topic holds a NUL character (\\u0000), which cannot be stored; remove it",
+        "input 3: meta.tags[1] holds a NUL character (\\u0000), which cannot be stored; remove it",
+    ]

@@ -402,11 +402,11 @@ class Driver:
             aio.call_soon(self._spawn, [self.held.popleft() for _ in range(n)])
 
     def _give_back(self):
-        """The pending queue ran dry while this driver holds plans its slots have no room
-        for yet: put them back, so a worker with room starts them now (one claim by a busy
-        driver at the start of a wave could otherwise keep a run's last calls waiting for
-        its next wave while other workers sit idle). Only a queue twice as long as a claim
-        lets a busy driver take tasks ahead again (`TaskQuerySet.claim`)."""
+        """Put the held plans (never started) back in the queue: when the run stops, and
+        when the queue runs dry, so that a worker with room starts them now (one claim by a
+        busy driver at the start of a wave could otherwise keep a run's last calls waiting
+        for its next wave while other workers sit idle). Only a queue twice as long as a
+        claim lets a busy driver take tasks ahead again (`TaskQuerySet.claim`)."""
         ids = [plan.task_id for plan in self.held]
         self.held.clear()
         for task_id in ids:
@@ -572,11 +572,7 @@ class Driver:
             wait = 5 if stopping.is_set() else 2
         self.stopping_now = True  # what finishes now makes pending children, not new calls
         if self.held:  # never started: back to the queue, no call lost
-            ids = [plan.task_id for plan in self.held]
-            self.held.clear()
-            for task_id in ids:
-                del self.inflight[task_id]
-            Task.objects.filter(id__in=ids, status=Task.RUNNING).release()
+            self._give_back()
         deadline = time.monotonic() + wait
         while self.inflight and time.monotonic() < deadline:
             self._collect(block=True)

@@ -198,3 +198,32 @@ def test_tasks_a_busy_worker_holds_ahead_go_to_a_worker_with_room(
     engine.cancel_run(run)
     wait_for(run, timeout=30)
     assert run.status == Run.CANCELLED
+
+
+def test_a_cancelled_run_puts_back_what_a_worker_held_without_counting_a_call(
+    owner, worker_factory, fake_llm
+):
+    # The 8 calls under way when the run is cancelled may have been paid for: each counts
+    # as one lost call. The 2 tasks held for the next free slot never went out: no call.
+    fake_llm.configure(hang_for=["Hang topic"])
+    first_step = QA.model_copy(update={"steps": QA.steps[:1]})
+    provider = provider_for(owner, fake_llm, concurrency=64)
+    worker_factory(RUNNER_MAX_INFLIGHT="8")
+    topics = [f"Hang topic {i}" for i in range(8)] + [f"Quick topic {i}" for i in range(12)]
+    run = engine.launch_run(
+        owner, first_step, [{"topic": t} for t in topics], providers={"*": provider.pk}
+    )
+    wait_for(run, timeout=30, until=lambda r: fake_llm.stats()["in_flight"] == 8)
+    wait_for(run, until=lambda r: Task.objects.filter(run=r, status=Task.RUNNING).count() == 10)
+    engine.cancel_run(run)
+    wait_for(
+        run,
+        timeout=30,
+        until=lambda r: not Task.objects.filter(run=r, status=Task.RUNNING).exists(),
+    )
+    tasks = {t.key: t for t in Task.objects.filter(run=run)}
+    assert all(t.status == Task.PENDING for t in tasks.values())
+    assert [(tasks[f"in:{i}"].lost, tasks[f"in:{i}"].attempts) for i in range(8)] == [(1, 1)] * 8
+    assert [(tasks[f"in:{i}"].lost, tasks[f"in:{i}"].attempts) for i in (8, 9)] == [(0, 0)] * 2
+    run.refresh_from_db()
+    assert run.status == Run.CANCELLED

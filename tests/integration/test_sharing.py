@@ -97,7 +97,7 @@ def test_a_trial_answers_while_four_runs_hold_the_worker(owner, worker, fake_llm
     while trial.get(trial_id)["status"] in trial.ACTIVE and time.monotonic() < deadline:
         time.sleep(0.05)
     data = trial.get(trial_id)
-    assert data["status"] == "done", data
+    assert data["status"] == "done", (data.get("error"), worker.log_path.read_text()[-3000:])
     assert isinstance(data["parsed"], list) and data["parsed"]
     for run in runs:  # it answered while every run was still going
         run.refresh_from_db()

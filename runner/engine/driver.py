@@ -35,6 +35,14 @@ log = logging.getLogger("runner.engine")
 
 stopping = threading.Event()  # set when the worker shuts down
 AHEAD = 0.25  # tasks claimed beyond the slots, as a share of them (see `Driver.room`)
+# A claim of tasks ahead only (every slot busy) that found the queue too short is not
+# tried again for this long, unless a slot frees: a driver whose calls are all under way
+# would otherwise ask the database every pass (a third of an idle driver's time).
+AHEAD_RETRY_SECONDS = 0.25
+# With nothing changed (no task claimed, saved or put back), the run's progress is
+# announced this seldom instead of every RUNNER_PROGRESS_SECONDS (making the state is
+# most of the rest of a waiting driver's time).
+QUIET_ANNOUNCE_SECONDS = 2.0
 HUNGRY_SECONDS = 1.0  # a driver that got what it asked for this recently may want more
 
 
@@ -49,6 +57,9 @@ class Driver:
         # Plans claimed ahead of the slots (in `inflight` too), not yet handed to the loop: a
         # slot freed takes one at once; given back when the pending queue runs dry.
         self.held = collections.deque()
+        self.changed = True  # since the last announcement: tasks claimed, saved or put back
+        self.announced_retrying = 0
+        self.ahead_after = 0.0  # no claim of tasks ahead only before this (monotonic)
         self.tasks = {}  # task id -> its asyncio task (touched in the loop only)
         self.results = queue.SimpleQueue()  # (plan, Result or the exception that stopped it)
         self.grants = {}  # pool -> this driver's share of its slots now
@@ -74,6 +85,7 @@ class Driver:
             "rate": 0.0,
             "report": 0.0,
             "held": 0.0,
+            "announced": 0.0,
         }
         self.reported = {}  # pool -> (calls started, 429s) already told to Redis
         self.paid = [0, 0]  # cost (micro-dollars) and count of the calls this driver made
@@ -283,7 +295,10 @@ class Driver:
             if free > 0 and (free >= max(1, self.capacity // 10) or self.busy < self.capacity // 2):
                 n = self._budget_room(min(free, settings.RUNNER_CLAIM_BATCH))
                 slots = min(n, self.free)
-                claimed = self._claim(slots, ahead=n - slots) if n else 0
+                if n and (slots or now >= self.ahead_after):
+                    claimed = self._claim(slots, ahead=n - slots)
+                    if not claimed and not slots:
+                        self.ahead_after = now + AHEAD_RETRY_SECONDS
             if self.held:
                 self._spawn_held()
                 if self.held and now - self.last["held"] > settings.RUNNER_FLUSH_SECONDS:
@@ -306,9 +321,17 @@ class Driver:
             else:
                 idle_since = None
             if time.monotonic() - self.last["progress"] > settings.RUNNER_PROGRESS_SECONDS:
-                self.last["progress"] = time.monotonic()
-                self._publish_retrying()
-                announce(self.run, soon=True)
+                self.last["progress"] = now = time.monotonic()
+                retrying = self.calls.retrying
+                if (
+                    self.changed
+                    or retrying != self.announced_retrying
+                    or now - self.last["announced"] > QUIET_ANNOUNCE_SECONDS
+                ):
+                    self.changed, self.announced_retrying = False, retrying
+                    self.last["announced"] = now
+                    self._publish_retrying()
+                    announce(self.run, soon=True)
 
     def _heartbeat(self, now):
         """Say this driver is alive. Redis away: calls go on, results still reach the
@@ -387,6 +410,7 @@ class Driver:
         plans = [self._plan(row) for row in rows]
         if not plans:
             return
+        self.changed = True
         self._prefetch([p.first for p in plans if p.first is not None])
         room = self.spawnable
         for plan in plans:
@@ -412,6 +436,7 @@ class Driver:
         for task_id in ids:
             del self.inflight[task_id]
         Task.objects.filter(id__in=ids, status=Task.RUNNING).release()
+        self.changed = True
 
     def _spawn(self, plans):
         """In the loop: one asyncio task per claimed task."""
@@ -482,6 +507,7 @@ class Driver:
                 items.append(self.results.get_nowait())
             except queue.Empty:
                 break
+        self.changed = True
         results = []
         for plan, outcome in items:
             if self.inflight.get(plan.task_id) is not plan:
@@ -548,6 +574,7 @@ class Driver:
                 run_id=self.run_id, status=Task.RUNNING, claim__in=dead
             ).release(lost=True)
         if n:
+            self.changed = True
             log.info("driver %s put %d abandoned tasks of run %s back", self.id, n, self.run_id)
 
     def _dead_claims(self, claims):

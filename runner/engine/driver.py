@@ -37,11 +37,11 @@ stopping = threading.Event()  # set when the worker shuts down
 AHEAD = 0.25  # tasks claimed beyond the slots, as a share of them (see `Driver.room`)
 # A claim of tasks ahead only (every slot busy) that found the queue too short is not
 # tried again for this long, unless a slot frees: a driver whose calls are all under way
-# would otherwise ask the database every pass (a third of an idle driver's time).
+# would otherwise ask the database every pass (a fifth of a waiting worker's time).
 AHEAD_RETRY_SECONDS = 0.25
 # With nothing changed (no task claimed, saved or put back), the run's progress is
-# announced this seldom instead of every RUNNER_PROGRESS_SECONDS (making the state is
-# most of the rest of a waiting driver's time).
+# announced this seldom instead of every RUNNER_PROGRESS_SECONDS (making the state was
+# two fifths of a waiting worker's time).
 QUIET_ANNOUNCE_SECONDS = 2.0
 HUNGRY_SECONDS = 1.0  # a driver that got what it asked for this recently may want more
 
@@ -161,9 +161,8 @@ class Driver:
     @property
     def room(self):
         """Tasks to claim now: free slots, plus a few ahead (AHEAD of the slots) that wait
-        for a slot in the loop, so a slot freed is taken again at once, not after the
-        driver's next pass (the claim takes those only from a long queue, see
-        `TaskQuerySet.claim`)."""
+        in `held`, so a slot freed is taken again at once, not after the driver's next
+        claim (the claim takes those only from a long queue, see `TaskQuerySet.claim`)."""
         return self.capacity + int(self.capacity * AHEAD) - self.busy
 
     @property

@@ -43,6 +43,11 @@ AHEAD_RETRY_SECONDS = 0.25
 # announced this seldom instead of every RUNNER_PROGRESS_SECONDS (making the state was
 # two fifths of a waiting worker's time).
 QUIET_ANNOUNCE_SECONDS = 2.0
+# After the first result, how long more come into the same chunk (one save, one claim):
+# measured side by side, 15 ms against 5 ms gave 3,054-3,199 against 2,757-2,974 calls/s
+# at 0 ms and 3.31-3.49 against 3.42-3.51 s in the scale-out run; held tasks take freed
+# slots before the chunk is saved, so a longer chunk does not leave slots idle.
+COLLECT_SECONDS = 0.015
 HUNGRY_SECONDS = 1.0  # a driver that got what it asked for this recently may want more
 
 
@@ -500,7 +505,7 @@ class Driver:
             )
         except queue.Empty:
             return
-        deadline = time.monotonic() + 0.005
+        deadline = time.monotonic() + COLLECT_SECONDS
         while time.monotonic() < deadline:
             try:
                 items.append(self.results.get_nowait())

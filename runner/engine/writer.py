@@ -128,16 +128,15 @@ _ASIDE = _Insert(
      "duplicate_of", "step"],
     json=["data"],
 )  # fmt: skip
-_FINISH = (
-    f"UPDATE {Task._meta.db_table} SET status=%s, messages=%s, raw_output=%s, parsed=%s, "
-    "error=%s, model=%s, attempts=attempts+%s, attempt_log=%s, tokens_in=%s, tokens_out=%s, "
-    "latency_ms=%s, cost=%s, cached=%s, trace=%s, warning=%s, finished=%s, lease_until=NULL "
-    "WHERE id=%s AND status=%s"
-)
-# The columns a finished task sets, in `_FINISH`'s order ("attempts" is added to).
+# The columns a finished task sets, in the order of `finish`'s rows ("attempts" is added to).
 _FINISHED = ["status", "messages", "raw_output", "parsed", "error", "model", "attempts",
              "attempt_log", "tokens_in", "tokens_out", "latency_ms", "cost", "cached", "trace",
              "warning"]  # fmt: skip
+_FINISH = (
+    f"UPDATE {Task._meta.db_table} SET "
+    + ", ".join("attempts=attempts+%s" if c == "attempts" else f"{c}=%s" for c in _FINISHED)
+    + ", finished=%s, lease_until=NULL WHERE id=%s AND status=%s"
+)
 _finish_pg = None
 
 
@@ -244,7 +243,10 @@ def finish(run, spec, results, claim=None, claim_max=0, meta=None):
         with connection.cursor() as cur:
             if postgres:
                 payload = _pg_json(
-                    [dict(zip(["id", *_FINISHED], (p[-2], *p[:15]), strict=True)) for p in params]
+                    [
+                        dict(zip(["id", *_FINISHED], (p[-2], *p[: len(_FINISHED)]), strict=True))
+                        for p in params
+                    ]
                 )
                 cur.execute(_finish_statement_pg(), [finished_at, payload, Task.RUNNING])
             else:

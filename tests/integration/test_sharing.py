@@ -168,14 +168,10 @@ def test_a_runs_first_steps_are_not_left_for_last(owner, worker, fake_llm):
     assert answered_before < 10, f"{answered_before} of 40 answers came before the last topic"
 
 
-def test_tasks_a_busy_worker_holds_ahead_go_to_a_worker_with_room(
-    owner, worker_factory, fake_llm, redis_client
-):
-    # A worker claims a few tasks beyond its free slots (they start the moment a slot
-    # frees). Worker A's 8 slots hang on their calls and it holds 2 more; worker B comes
-    # later with room to spare and takes the rest of the queue. Once the queue is dry, A
-    # gives back what it holds, and B starts it: without that, those two would wait for
-    # A's calls (here: an hour).
+def _eight_hanging_and_two_held(owner, worker_factory, fake_llm):
+    """A one-step run of 20 topics on a worker with 8 slots: the first 8 calls hang (an
+    hour), and the worker holds 2 more for its next free slot (it took them ahead: the
+    queue was twice as long as the claim). The other 10 stay pending."""
     fake_llm.configure(hang_for=["Hang topic"])
     first_step = QA.model_copy(update={"steps": QA.steps[:1]})
     provider = provider_for(owner, fake_llm, concurrency=64)
@@ -184,9 +180,20 @@ def test_tasks_a_busy_worker_holds_ahead_go_to_a_worker_with_room(
     run = engine.launch_run(
         owner, first_step, [{"topic": t} for t in topics], providers={"*": provider.pk}
     )
-    # A took its 8 slots' worth and 2 ahead (the queue was twice as long as the claim)
     wait_for(run, timeout=30, until=lambda r: fake_llm.stats()["in_flight"] == 8)
     wait_for(run, until=lambda r: Task.objects.filter(run=r, status=Task.RUNNING).count() == 10)
+    return run
+
+
+def test_tasks_a_busy_worker_holds_ahead_go_to_a_worker_with_room(
+    owner, worker_factory, fake_llm, redis_client
+):
+    # A worker claims a few tasks beyond its free slots (they start the moment a slot
+    # frees). Worker A's 8 slots hang on their calls and it holds 2 more; worker B comes
+    # later with room to spare and takes the rest of the queue. Once the queue is dry, A
+    # gives back what it holds, and B starts it: without that, those two would wait for
+    # A's calls (here: an hour).
+    run = _eight_hanging_and_two_held(owner, worker_factory, fake_llm)
     held = set(Task.objects.filter(run=run, status=Task.RUNNING, key__in=["in:8", "in:9"]))
     assert len(held) == 2  # the first two quick ones, not yet sent
     worker_factory(RUNNER_MAX_INFLIGHT="16")
@@ -205,16 +212,7 @@ def test_a_cancelled_run_puts_back_what_a_worker_held_without_counting_a_call(
 ):
     # The 8 calls under way when the run is cancelled may have been paid for: each counts
     # as one lost call. The 2 tasks held for the next free slot never went out: no call.
-    fake_llm.configure(hang_for=["Hang topic"])
-    first_step = QA.model_copy(update={"steps": QA.steps[:1]})
-    provider = provider_for(owner, fake_llm, concurrency=64)
-    worker_factory(RUNNER_MAX_INFLIGHT="8")
-    topics = [f"Hang topic {i}" for i in range(8)] + [f"Quick topic {i}" for i in range(12)]
-    run = engine.launch_run(
-        owner, first_step, [{"topic": t} for t in topics], providers={"*": provider.pk}
-    )
-    wait_for(run, timeout=30, until=lambda r: fake_llm.stats()["in_flight"] == 8)
-    wait_for(run, until=lambda r: Task.objects.filter(run=r, status=Task.RUNNING).count() == 10)
+    run = _eight_hanging_and_two_held(owner, worker_factory, fake_llm)
     engine.cancel_run(run)
     wait_for(
         run,

@@ -8,7 +8,7 @@ import hashlib
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 from django.utils import timezone
 from django.utils.functional import cached_property
 
@@ -208,26 +208,68 @@ class Run(InWorkspace):
 CLAIMED_FIELDS = ("id", "step", "key", "seq", "variant", "context", "round")  # what a driver needs
 
 
-class TaskQuerySet(models.QuerySet):
-    def claim(self, run_id, n, token, lease_until, ahead=0):
-        """Claim up to `n` pending tasks of a run (earliest step first, then input order)
-        under `token`; `ahead` more only from a queue at least twice as long as the claim,
-        so tasks waiting for a slot in one driver are not ones another driver could start.
+def _claimed_columns(conn):
+    return ", ".join(conn.ops.quote_name(f) for f in CLAIMED_FIELDS)
 
-        One guarded UPDATE (pending -> running); returns the claimed rows as the
-        driver needs them. Safe with other drivers: a row goes to one claim only."""
-        ids = list(
-            self.filter(run_id=run_id, status=Task.PENDING)
-            .order_by("step", "id")
-            .values_list("id", flat=True)[: 2 * (n + ahead) if ahead else n]
-        )
-        ids = ids[: n + ahead] if len(ids) >= 2 * (n + ahead) else ids[:n]
-        if not ids:
-            return []
-        self.filter(id__in=ids, status=Task.PENDING).update(
-            status=Task.RUNNING, claim=token, lease_until=lease_until
-        )
-        return self.claimed(run_id, token)
+
+class TaskQuerySet(models.QuerySet):
+    def claim(self, run_id, n, token, lease_until, ahead=0, reserve=0):
+        """Claim up to `n` pending tasks of a run (earliest step first, then input order)
+        under `token`; `ahead` more only from a queue at least twice as long as the claim
+        and `reserve` more (what the run's other drivers can start), so tasks waiting
+        for a slot in one driver are not ones another driver could start.
+
+        One guarded UPDATE (pending -> running) that returns the claimed rows as the
+        driver needs them, in the claim's order (what the slots have no room for yet is
+        the last of it). Safe with other drivers: a row goes to one claim only (on
+        PostgreSQL a row another claim is taking is skipped, not waited for). Raw SQL:
+        a busy driver claims many times a second, and the ORM's three queries were a
+        quarter of its time."""
+        conn = connections[self.db]
+        table = conn.ops.quote_name(Task._meta.db_table)
+        take = n
+        with conn.cursor() as cur:
+            if ahead:
+                need = 2 * (n + ahead) + reserve
+                cur.execute(
+                    f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE run_id = %s"
+                    " AND status = %s LIMIT %s) AS queue",
+                    [run_id, Task.PENDING, need],
+                )
+                if cur.fetchone()[0] >= need:
+                    take = n + ahead
+            if take <= 0:
+                return []
+            # The rows picked first, once (a CTE, materialized): on PostgreSQL a subquery
+            # in the WHERE may be run again for every row, and skipping what it locked
+            # then picks others each time, more than the LIMIT.
+            if conn.features.has_select_for_update_skip_locked:
+                materialized, skip = "MATERIALIZED ", " FOR UPDATE SKIP LOCKED"
+            else:
+                materialized, skip = "", ""
+            cur.execute(
+                f"WITH picked AS {materialized}(SELECT id FROM {table} WHERE run_id = %s"
+                f" AND status = %s ORDER BY step, id LIMIT %s{skip})"
+                f" UPDATE {table} SET status = %s, claim = %s, lease_until = %s"
+                f" WHERE status = %s AND id IN (SELECT id FROM picked)"
+                f" RETURNING {_claimed_columns(conn)}",
+                [
+                    run_id,
+                    Task.PENDING,
+                    take,
+                    Task.RUNNING,
+                    token,
+                    conn.ops.adapt_datetimefield_value(lease_until),
+                    Task.PENDING,
+                ],
+            )
+            rows = cur.fetchall()
+        context = Task._meta.get_field("context")
+        claimed = [dict(zip(CLAIMED_FIELDS, row, strict=True)) for row in rows]
+        for row in claimed:
+            row["context"] = context.from_db_value(row["context"], None, conn)
+        claimed.sort(key=lambda row: (row["step"], row["id"]))
+        return claimed
 
     def claimed(self, run_id, token):
         """The running tasks of a run held under `token`, as a driver starts them (in the

@@ -1,6 +1,11 @@
 """The engine's bookkeeping against the database, without a worker: finish, fan out, settle."""
 
+import threading
+from datetime import timedelta
+
 import pytest
+from django.db import connections
+from django.utils import timezone
 
 from runner import engine
 from runner.engine.calls import Result
@@ -191,3 +196,47 @@ def test_a_reply_holding_a_nul_character_is_saved_and_its_children_made(owner):
     assert task.parsed == [kept("one\x00two"), "three"]
     subs = sorted(t.context["sub"] for t in Task.objects.filter(run=run, step=1))
     assert subs == sorted([kept("one\x00two"), "three"])
+
+
+def test_a_claim_takes_tasks_ahead_only_from_a_queue_long_enough_for_the_other_drivers(owner):
+    run = launch(owner, qa_spec(), [{"topic": f"t{i}"} for i in range(30)])
+    lease = timezone.now() + timedelta(seconds=60)
+    assert len(Task.objects.claim(run.pk, 5, "a:1", lease, ahead=5)) == 10  # 30 >= 2 x 10
+    # 20 left: 5 ahead would need 2 x 10 and the 1 another driver is about to claim
+    assert len(Task.objects.claim(run.pk, 5, "b:1", lease, ahead=5, reserve=1)) == 5
+    assert len(Task.objects.claim(run.pk, 2, "c:1", lease, ahead=3, reserve=5)) == 5  # 15 >= 15
+    assert len(Task.objects.claim(run.pk, 0, "d:1", lease, ahead=10)) == 0  # 10 < 2 x 10
+    assert Task.objects.filter(run=run, status="pending").count() == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_drivers_claiming_at_once_get_no_task_twice_and_no_more_than_they_asked(owner):
+    run = launch(owner, qa_spec(), [{"topic": f"t{i}"} for i in range(300)])
+    lease = timezone.now() + timedelta(seconds=60)
+    got = {}  # claim token -> the rows it got
+    start = threading.Barrier(6)
+
+    def driver(k):
+        try:
+            start.wait()
+            for j in range(12):  # 6 x 12 claims of up to 5: more than the queue holds
+                got[f"d{k}:{j}"] = Task.objects.claim(run.pk, 3, f"d{k}:{j}", lease, ahead=2)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=driver, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [row["id"] for rows in got.values() for row in rows]
+    assert len(got) == 72 and max(len(rows) for rows in got.values()) <= 5
+    assert len(ids) == len(set(ids))  # no task went to two claims
+    assert len(ids) == 300  # the queue ran dry: every task was taken
+    for token, rows in got.items():
+        assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)  # the claim's order
+        assert {r["id"] for r in rows} == set(
+            Task.objects.filter(claim=token, status="running").values_list("id", flat=True)
+        )
+        assert all(r["context"]["topic"].startswith("t") for r in rows)
+    assert not Task.objects.filter(run=run, status="pending").exists()

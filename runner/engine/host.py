@@ -3,11 +3,12 @@
 Every worker process has one host. A few times a second (`RUNNER_HOST_SECONDS`, or
 at once when a launch, a resume or a retry wakes every host with a Redis message,
 `ports.wake_hosts`) it looks in the database for open runs and starts a driver, in a
-thread of its own, for each run it is not driving yet. So
-any number of runs go at once on any number of workers, a Celery thread is never held
-by a run, and a run is driven by every worker that has room: their drivers claim the
-run's tasks in chunks with leases, and the provider's slots and rates are shared
-fairly among all of them in Redis (`limits`).
+thread of its own, for each run it is not driving yet (a thread whose run ended waits a
+while for the next, its database connection open: `SPARE_THREADS`). So any number of
+runs go at once on any number of workers, a Celery thread is never held by a run, and a
+run is driven by every worker that has room: their drivers claim the run's tasks in
+chunks with leases, and the provider's slots and rates are shared fairly among all of
+them in Redis (`limits`).
 
 Inside the process the host splits `RUNNER_MAX_INFLIGHT` among its drivers, max-min
 fairly by what each could use now (`Driver.demand`). A run whose driver keeps failing
@@ -15,6 +16,7 @@ is failed with the reason after `DRIVER_TRIES` crashes in a row.
 """
 
 import logging
+import queue
 import threading
 import time
 
@@ -32,11 +34,14 @@ from .ports import announce
 log = logging.getLogger("runner.engine")
 
 DRIVER_TRIES = 3  # a run whose driver crashes this many times in a row is failed
+SPARE_THREADS = 4  # driver threads that wait, each with its database connection, for a run
+SPARE_SECONDS = 300.0  # how long one waits before it closes its connection and ends
 
 
 class Host:
     def __init__(self):
-        self.threads = {}  # run id -> the thread driving it (its driver: `thread.driver`)
+        self.drivers = {}  # run id -> its driver here, until it is done
+        self.spare = []  # inboxes of driver threads waiting for their next driver
         self.crashes = {}  # run id -> crashes in a row
         self.wakeup = threading.Event()
         self.lock = threading.Lock()
@@ -57,8 +62,8 @@ class Host:
     def join(self, timeout):
         """Wait (up to `timeout` seconds in all) for the drivers to save and stop."""
         deadline = time.monotonic() + timeout
-        for thread in list(self.threads.values()):
-            thread.join(max(0, deadline - time.monotonic()))
+        for driver in list(self.drivers.values()):
+            driver.done.wait(max(0, deadline - time.monotonic()))
 
     def _loop(self):
         while not stopping.is_set():
@@ -96,19 +101,19 @@ class Host:
 
     def visit(self):
         """Start drivers for open runs without one here; share the process among them."""
-        for run_id, thread in list(self.threads.items()):
-            if not thread.is_alive():
-                del self.threads[run_id]
+        for run_id, driver in list(self.drivers.items()):
+            if driver.done.is_set():
+                del self.drivers[run_id]
         open_runs = Run.objects.filter(status__in=[Run.QUEUED, Run.RUNNING]).values_list(
             "pk", flat=True
         )
         for run_id in open_runs:
-            if run_id not in self.threads and not stopping.is_set():
+            if run_id not in self.drivers and not stopping.is_set():
                 self._start(run_id)
         self.share()
 
     def share(self):
-        drivers = [t.driver for t in self.threads.values()]
+        drivers = list(self.drivers.values())
         if not drivers:
             return
         caps = water_fill(settings.RUNNER_MAX_INFLIGHT, {d: d.demand for d in drivers})
@@ -117,12 +122,49 @@ class Host:
 
     def _start(self, run_id):
         driver = Driver(run_id)  # its share of the process: `share()`, right after
-        thread = threading.Thread(
-            target=self._drive, args=(driver,), name=f"runner-driver-{run_id}", daemon=True
-        )
-        thread.driver = driver
-        self.threads[run_id] = thread
-        thread.start()
+        self.drivers[run_id] = driver
+        with self.lock:
+            seat = self.spare.pop() if self.spare else None
+        if seat is not None:
+            seat.put(driver)
+        else:
+            threading.Thread(
+                target=self._seat, args=(driver,), name="runner-driver", daemon=True
+            ).start()
+
+    def _seat(self, driver):
+        """A driver thread: it drives one run, then waits a while for the next (its
+        database connection stays open: a new one costs PostgreSQL a server process and
+        a run's start 10-40 ms)."""
+        try:
+            while driver is not None:
+                threading.current_thread().name = f"runner-driver-{driver.run_id}"
+                try:
+                    self._drive(driver)
+                finally:
+                    driver.done.set()
+                driver = self._next_driver()
+        finally:
+            connections.close_all()  # this thread's connections: the thread ends here
+
+    def _next_driver(self):
+        """The next driver for this thread, or None: more than SPARE_THREADS wait already,
+        or none came within SPARE_SECONDS, or the worker stops."""
+        inbox = queue.SimpleQueue()
+        with self.lock:
+            if len(self.spare) >= SPARE_THREADS or stopping.is_set():
+                return None
+            self.spare.append(inbox)
+        try:
+            driver = inbox.get(timeout=SPARE_SECONDS)
+        except queue.Empty:
+            with self.lock:
+                if inbox in self.spare:
+                    self.spare.remove(inbox)
+                    return None
+            driver = inbox.get()  # handed one just as the wait ran out
+        close_old_connections()  # one a database restart broke is opened again
+        return driver
 
     def _drive(self, driver):
         try:
@@ -138,8 +180,6 @@ class Host:
             )
             if n >= DRIVER_TRIES:
                 self._give_up(driver.run_id, exc)
-        finally:
-            connections.close_all()  # this thread's connections: the thread ends here
 
     def _give_up(self, run_id, exc):
         run = Run.objects.filter(pk=run_id).first()

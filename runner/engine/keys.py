@@ -59,6 +59,16 @@ def retrying(run_code):
     return key("retrying", _hex(run_code))
 
 
+def held(run_code):
+    """Tasks of a run each driver holds for a slot, by step (`Driver._publish_waiting`)."""
+    return key("held", _hex(run_code))
+
+
+def crew(run_code):
+    """What each driver of a run (in any worker) will claim next (`limits.crew`)."""
+    return key("crew", _hex(run_code))
+
+
 def announced(run_code):
     """Set for a moment by the worker that announces a run's progress (`events.progress`)."""
     return key("announced", _hex(run_code))

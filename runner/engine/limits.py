@@ -179,17 +179,44 @@ redis.call('EXPIRE', KEYS[1], 3600)
 return {tostring(gr), tostring(gt), tostring(rrate), tostring(trate), tostring(math.max(0, untl - now)), tostring(f)}
 """
 
+# A run's drivers (in every worker): each says how many of its slots have no task held for
+# them (what it will claim next) and hears the others' sum, so none holds tasks ahead that
+# the others are about to need (`Driver.room`). Entries not renewed for ARGV[3] seconds
+# are dropped.
+_CREW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ',' .. now)
+redis.call('EXPIRE', KEYS[1], math.ceil(ttl) + 1)
+local others = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] then
+    local need, at = string.match(all[i + 1], '([^,]+),([^,]+)')
+    if now - tonumber(at) > ttl then
+      redis.call('HDEL', KEYS[1], all[i])
+    else
+      others = others + tonumber(need)
+    end
+  end
+end
+return others
+"""
+
 _client = None
 _acquire_script = None
 _rate_script = None
+_crew_script = None
 
 
 def client():
-    global _client, _acquire_script, _rate_script
+    global _client, _acquire_script, _rate_script, _crew_script
     if _client is None:
         _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10)
         _acquire_script = _client.register_script(_ACQUIRE)
         _rate_script = _client.register_script(_RATE)
+        _crew_script = _client.register_script(_CREW)
     return _client
 
 
@@ -223,6 +250,17 @@ def release(pool, holder):
     pipe.hdel(keys.slots(pool), holder)
     pipe.hdel(keys.key("wants", pool), holder)
     pipe.execute()
+
+
+def crew(run_code, holder, need, ttl=2.0):
+    """Say that driver `holder` of the run has `need` slots with no task held for them;
+    returns the sum of what the run's other drivers (in any worker) last said."""
+    client()
+    return int(_crew_script(keys=[keys.crew(run_code)], args=[holder, need, ttl]))
+
+
+def leave_crew(run_code, holder):
+    client().hdel(keys.crew(run_code), holder)
 
 
 def water_fill(total, demands):

@@ -6,6 +6,8 @@ whatever the size of the run (no per-task loops), because drivers announce it a
 few times a second and the run page renders it on every load.
 """
 
+import collections
+import json
 from datetime import timedelta
 
 from django.db.models import Avg, Count, F, Q, Sum
@@ -71,6 +73,13 @@ def run_state(run, now=None):
 
     elapsed = _elapsed(run, now)
     active = run.is_active
+    if active:  # a task held for a slot is waiting, not running, as far as a person can tell
+        for i, n in held(run).items():
+            if i < len(steps):
+                counts = steps[i]["counts"]
+                moved = min(n, counts[Task.RUNNING])
+                counts[Task.RUNNING] -= moved
+                counts[Task.PENDING] += moved
     window = min(WINDOW_SECONDS, max(1.0, elapsed)) if active else WINDOW_SECONDS
     if active:
         recent = (
@@ -255,6 +264,18 @@ def retrying(run):
         return sum(int(v) for v in limits.client().hvals(keys.retrying(run.code)))
     except Exception:
         return 0
+
+
+def held(run):
+    """Tasks of this run that drivers hold for a slot, by step: running in the database
+    since their claim, their call not sent yet (kept in Redis by drivers)."""
+    by_step = collections.Counter()
+    try:
+        for raw in limits.client().hvals(keys.held(run.code)):
+            by_step.update({int(step): int(n) for step, n in json.loads(raw).items()})
+    except Exception:
+        return {}
+    return by_step
 
 
 def review_stats(run):

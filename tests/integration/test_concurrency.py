@@ -1,6 +1,7 @@
 """A provider's concurrency limit holds across every worker and driver."""
 
 import os
+import time
 
 import pytest
 
@@ -62,3 +63,56 @@ def test_a_busy_worker_keeps_its_database_connections(owner, worker, fake_llm):
     wait_for(run, timeout=120)  # 10 more calls at 4 in flight: 3 rounds of 0.4 s, or more
     assert run.status == Run.COMPLETED
     assert _sessions_opened() - before <= 3
+
+
+def _driven_to_the_end(run, timeout=30):
+    """Wait for the run to end and its drivers to stop (each leaves the run's crew)."""
+    from runner.engine import keys, limits
+
+    wait_for(run, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while limits.client().exists(keys.crew(run.code)):
+        assert time.monotonic() < deadline, "the run's drivers did not stop"
+        time.sleep(0.02)
+    return run
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TEST_POSTGRES"), reason="PostgreSQL counts its sessions (make test's run)"
+)
+def test_a_worker_drives_run_after_run_on_the_connection_it_kept(owner, worker, fake_llm):
+    # A driver's thread waits for the next run with its connection open: a run's start
+    # does not wait for a new PostgreSQL server process.
+    provider = provider_for(owner, fake_llm, concurrency=4)
+    spec = library.get("qa-from-topics").spec
+    first = engine.launch_run(owner, spec, [{"topic": "Kelp"}], providers={"*": provider.pk})
+    assert _driven_to_the_end(first).status == Run.COMPLETED
+    before = _sessions_opened()
+    second = engine.launch_run(owner, spec, [{"topic": "Coral"}], providers={"*": provider.pk})
+    assert _driven_to_the_end(second).status == Run.COMPLETED
+    assert Record.objects.filter(run=second).count() == 5
+    assert _sessions_opened() - before == 0
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TEST_POSTGRES"),
+    reason="PostgreSQL ends sessions on demand (make test's run)",
+)
+def test_a_kept_connection_the_database_cut_is_opened_again_for_the_next_run(
+    owner, worker, fake_llm
+):
+    from django.db import connection
+
+    provider = provider_for(owner, fake_llm, concurrency=4)
+    spec = library.get("qa-from-topics").spec
+    first = engine.launch_run(owner, spec, [{"topic": "Kelp"}], providers={"*": provider.pk})
+    assert _driven_to_the_end(first).status == Run.COMPLETED
+    with connection.cursor() as cur:  # as a database restart would: every other session ends
+        cur.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cur.fetchone()[0] >= 1
+    second = engine.launch_run(owner, spec, [{"topic": "Coral"}], providers={"*": provider.pk})
+    assert wait_for(second, timeout=60).status == Run.COMPLETED, second.error
+    assert Record.objects.filter(run=second).count() == 5

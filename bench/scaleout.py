@@ -1,12 +1,17 @@
 """Scale-out: one run of 1,100 calls at 500 ms, each worker capped at 50 calls in flight,
 driven by 1, 2 and 4 Celery workers, each worker in its own network namespace.
 
-Redis, the fake provider and the SQLite database stay on the host; each worker runs in
+Redis, the fake provider and the database (a private PostgreSQL when Debian's is
+installed, else SQLite) stay on the host; each worker runs in
 a namespace `pdbenchN` of its own and reaches them through a veth pair (10.231.N.1 on
 the host side, 10.231.N.2 inside) to a test address of the host's own (10.231.0.1 on
 its loopback); nothing leaves the machine. Needs root (`ip netns`). Prints the wall
 time and the speed-up over one worker; exits 1 when 4 workers are not at least
-`--min-speedup` (3.5) times as fast as one.
+`--min-speedup` (3.5) times as fast as one. After each run, as many bare HTTP clients
+(`bench.bare_client`, no engine) make the same number of calls from the same namespaces:
+their speed-up is what this machine allows, the fake provider and the clients sharing
+its two cores. `BENCH_VERBOSE=1` also prints when the calls went out, worker by worker,
+and the CPU every process used during the run.
 
     .venv/bin/python -m bench.scaleout
     .venv/bin/python -m bench.scaleout --workers 1 2 --topics 50
@@ -112,6 +117,85 @@ class Stack(bench_run.Stack):
         return procs
 
 
+def idle_again(stack, timeout=10.0):
+    """Wait until the drivers of the runs so far have stopped (each leaves its run's crew
+    in Redis as it stops), so the next run starts on idle workers."""
+    from runner.engine import keys, limits
+    from runner.models import Run
+
+    crews = [keys.crew(code) for code in Run.objects.values_list("code", flat=True)]
+    deadline = time.monotonic() + timeout
+    while limits.client().exists(*crews) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def bare_clients(stack, namespaces, calls, inflight):
+    """The same calls made by bare HTTP clients (`bench.bare_client`), one in each of the
+    namespaces, all starting at one moment: the wall time this machine allows."""
+    start = time.time() + 3.0  # after their start-up and the opening of their connections
+    url = f"http://{HOST_ADDR}:{stack.fake_port}/v1"
+    shares = [
+        calls // len(namespaces) + (i < calls % len(namespaces)) for i in range(len(namespaces))
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-m",
+                "bench.bare_client",
+                "--url",
+                url,
+                "--calls",
+                str(share),
+                "--inflight",
+                str(inflight),
+                "--start",
+                f"{start:.3f}",
+            ],
+            cwd=ROOT,
+            env=stack.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for ns, share in zip(namespaces, shares, strict=True)
+    ]
+    walls = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode:
+            raise RuntimeError("a bare client failed:\n" + err[-2000:])
+        walls.append(float(out.split()[-1]))
+    return max(walls)
+
+
+def _cpu_by_process():
+    """pid -> (name, CPU seconds so far) of every process on the machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[stat] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _cpu_spent(before, after):
+    """CPU seconds spent between two `_cpu_by_process` readings, by process name."""
+    spent = {}
+    for key, (name, cpu) in after.items():
+        spent[name] = spent.get(name, 0.0) + cpu - before.get(key, (name, 0.0))[1]
+    return spent
+
+
 def one_run(stack, topics, label, steps=3):
     from django.contrib.auth import get_user_model
 
@@ -132,6 +216,7 @@ def one_run(stack, topics, label, steps=3):
     inputs = [{"topic": f"Scale-out topic {i} {label}"} for i in range(topics)]
     spec = library.get("qa-from-topics").spec.model_dump()
     spec = PipelineSpec.model_validate({**spec, "steps": spec["steps"][:steps]})
+    cpu_before = _cpu_by_process() if os.getenv("BENCH_VERBOSE") else None
     t0 = time.perf_counter()
     run = engine.launch_run(user, spec, inputs, providers={"*": provider.pk})
     while True:
@@ -140,6 +225,15 @@ def one_run(stack, topics, label, steps=3):
             break
         time.sleep(0.02)
     wall = time.perf_counter() - t0
+    if cpu_before is not None:
+        spent = _cpu_spent(cpu_before, _cpu_by_process())
+        top = sorted(spent.items(), key=lambda kv: -kv[1])[:6]
+        print(
+            f"    CPU during the run ({os.cpu_count()} cores x {wall:.2f}s = "
+            f"{os.cpu_count() * wall:.2f} CPU-s): "
+            + ", ".join(f"{name} {cpu:.2f}" for name, cpu in top if cpu >= 0.01),
+            flush=True,
+        )
     done = Task.objects.filter(run=run, status="done").count()
     drivers = {
         c.split(":")[0] for c in Task.objects.filter(run=run).values_list("claim", flat=True) if c
@@ -152,6 +246,20 @@ def one_run(stack, topics, label, steps=3):
             per[claim.split(":")[0]][sec] += 1
         for d, secs in per.items():
             print("   ", d, [secs.get(i, 0) for i in range(max(secs) + 1)], flush=True)
+        sends = {}  # per driver: when its calls went out, as "+seconds:calls" every 0.02 s
+        for claim, f, ms in Task.objects.filter(run=run).values_list(
+            "claim", "finished", "latency_ms"
+        ):
+            b = round(((f - run.created).total_seconds() - ms / 1000) / 0.02) * 0.02
+            sends.setdefault(claim.split(":")[0], {}).setdefault(b, 0)
+            sends[claim.split(":")[0]][b] += 1
+        for d, at in sends.items():
+            print(
+                "    sent by",
+                d,
+                " ".join(f"+{b:.2f}:{n}" for b, n in sorted(at.items())),
+                flush=True,
+            )
         # calls in flight every 0.1 s (a call's start: its end less its latency), and how
         # long tasks waited between being written and their call going out
         spans = [
@@ -231,7 +339,11 @@ def main(argv=None):
             for n in args.workers:
                 procs = stack.workers(nss.names[:n], args.inflight)
                 try:
-                    one_run(stack, n, f"warm-up {n}")  # every worker has driven a run once
+                    # Every worker has driven a run once, with as many calls in flight as
+                    # it may have (its connections to the provider open, as the bare
+                    # clients' are): 10 topics a worker make 50 subtopic calls each.
+                    one_run(stack, max(1, args.inflight // 5) * n, f"warm-up {n}")
+                    idle_again(stack)
                     cpu0 = bench_run.cpu_seconds(procs)
                     r = one_run(stack, args.topics, f"{n} workers", args.steps)
                     r["cpu"] = bench_run.cpu_seconds(procs) - cpu0
@@ -240,8 +352,10 @@ def main(argv=None):
                         p.terminate()
                     for p in procs:
                         p.wait(30)
+                r["bare"] = bare_clients(stack, nss.names[:n], r["calls"], args.inflight)
                 results[n] = r
-                speedup = results[args.workers[0]]["wall"] / r["wall"]
+                first = results[args.workers[0]]
+                speedup = first["wall"] / r["wall"]
                 print(
                     f"scale-out: {n} worker(s) x {args.inflight} in flight, {r['calls']} calls "
                     f"at {args.latency * 1000:.0f} ms: wall {r['wall']:.2f}s, "
@@ -249,6 +363,12 @@ def main(argv=None):
                     f"on {args.database} "
                     f"({len(r['drivers'])} drivers took part; the workers used "
                     f"{r['cpu']:.1f} CPU-s, {r['cpu'] / r['calls'] * 1000:.1f} ms a call)",
+                    flush=True,
+                )
+                print(
+                    f"  the machine's bound: {n} bare HTTP client(s) making the same calls, "
+                    f"no engine: {r['bare']:.2f}s, speed-up {first['bare'] / r['bare']:.2f}x "
+                    f"(the engine's wall is {r['wall'] / r['bare']:.2f}x theirs)",
                     flush=True,
                 )
         finally:

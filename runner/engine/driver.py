@@ -36,9 +36,10 @@ log = logging.getLogger("runner.engine")
 
 stopping = threading.Event()  # set when the worker shuts down
 # Tasks claimed beyond the slots, as a share of them (see `Driver.room`): the moment a call
-# ends, the loop starts a held one in its slot. Scale-out with 4 workers (bench.scaleout),
-# three runs of each side by side: 0.25 3.34-3.35 s, 0.5 3.30-3.31 s, 1.0 3.34-3.39 s.
-AHEAD = 0.5
+# ends, the loop starts a held one in its slot, so a driver whose queue is long keeps every
+# slot busy without waiting for its next save and claim. Scale-out with 4 workers
+# (bench.scaleout), side by side: 0.5 3.21-3.29 s, 1.0 3.20-3.23 s (three runs each).
+AHEAD = 1.0
 # A claim of tasks ahead only (every slot busy) that found the queue too short is not
 # tried again for this long, unless a slot frees: a driver whose calls are all under way
 # would otherwise ask the database every pass (a fifth of a waiting worker's time).

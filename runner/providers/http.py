@@ -18,10 +18,13 @@ it are dropped the next time any loop asks for one.
 import asyncio
 import contextlib
 import functools
+import os
 import threading
 import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING
+
+from django.conf import settings
 
 if TYPE_CHECKING:  # aiohttp and httpx are imported on first use: commands that never call
     import aiohttp  # a provider (the CLI among them) start 0.1-0.2 s sooner
@@ -67,21 +70,31 @@ def _shared_client_class():
 
 
 def _ssl():
+    """certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR when set: what httpx would use
+    (made here: importing httpx also loads its command line, 0.5 s of a worker's start)."""
     global _ssl_context
     if _ssl_context is None:
-        import httpx
+        import ssl
 
-        _ssl_context = httpx.create_ssl_context()  # certifi's CAs, as httpx would use
+        import certifi
+
+        if os.environ.get("SSL_CERT_FILE"):
+            _ssl_context = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+        elif os.environ.get("SSL_CERT_DIR"):
+            _ssl_context = ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+        else:
+            _ssl_context = ssl.create_default_context(cafile=certifi.where())
     return _ssl_context
 
 
 def warm() -> None:
-    """Import the HTTP clients and load the CAs ahead of the first call (a worker does it
+    """Import the HTTP client and load the CAs ahead of the first call (a worker does it
     while it waits for work, so a run's first call does not wait 0.2 s for them)."""
     import aiohttp  # noqa: F401
 
     _ssl()
-    _shared_client_class()
+    if settings.LLM_HTTP_CLIENT == "httpx":
+        _shared_client_class()
 
 
 def _new_session() -> "aiohttp.ClientSession":

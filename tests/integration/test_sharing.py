@@ -169,20 +169,20 @@ def test_a_runs_first_steps_are_not_left_for_last(owner, worker, fake_llm):
     assert answered_before < 10, f"{answered_before} of 40 answers came before the last topic"
 
 
-def _eight_hanging_and_four_held(owner, worker_factory, fake_llm):
-    """A one-step run of 20 topics on a worker with 8 slots: the first 8 calls hang (an
-    hour), and the worker holds 4 more (half its slots) for its next free slot (it took
-    them ahead: the queue was twice as long as the claim). The other 8 stay pending."""
+def _eight_hanging_and_eight_held(owner, worker_factory, fake_llm):
+    """A one-step run of 24 topics on a worker with 8 slots: the first 8 calls hang (an
+    hour), and the worker holds 8 more (as many as its slots) for its next free slots (it
+    took them ahead: the queue was twice as long as the claim). The other 8 stay pending."""
     fake_llm.configure(hang_for=["Hang topic"])
     first_step = QA.model_copy(update={"steps": QA.steps[:1]})
     provider = provider_for(owner, fake_llm, concurrency=64)
     worker_factory(RUNNER_MAX_INFLIGHT="8")
-    topics = [f"Hang topic {i}" for i in range(8)] + [f"Quick topic {i}" for i in range(12)]
+    topics = [f"Hang topic {i}" for i in range(8)] + [f"Quick topic {i}" for i in range(16)]
     run = engine.launch_run(
         owner, first_step, [{"topic": t} for t in topics], providers={"*": provider.pk}
     )
     wait_for(run, timeout=30, until=lambda r: fake_llm.stats()["in_flight"] == 8)
-    wait_for(run, until=lambda r: Task.objects.filter(run=r, status=Task.RUNNING).count() == 12)
+    wait_for(run, until=lambda r: Task.objects.filter(run=r, status=Task.RUNNING).count() == 16)
     return run
 
 
@@ -190,23 +190,23 @@ def test_tasks_a_busy_worker_holds_ahead_go_to_a_worker_with_room(
     owner, worker_factory, fake_llm, redis_client
 ):
     # A worker claims a few tasks beyond its free slots (they start the moment a slot
-    # frees). Worker A's 8 slots hang on their calls and it holds 4 more; worker B comes
+    # frees). Worker A's 8 slots hang on their calls and it holds 8 more; worker B comes
     # later with room to spare and takes the rest of the queue. Once the queue is dry, A
-    # gives back what it holds, and B starts it: without that, those four would wait for
+    # gives back what it holds, and B starts it: without that, those eight would wait for
     # A's calls (here: an hour).
-    run = _eight_hanging_and_four_held(owner, worker_factory, fake_llm)
+    run = _eight_hanging_and_eight_held(owner, worker_factory, fake_llm)
     held = set(
-        Task.objects.filter(run=run, status=Task.RUNNING, key__in=[f"in:{i}" for i in range(8, 12)])
+        Task.objects.filter(run=run, status=Task.RUNNING, key__in=[f"in:{i}" for i in range(8, 16)])
     )
-    assert len(held) == 4  # the first four quick ones, not yet sent
+    assert len(held) == 8  # the first eight quick ones, not yet sent
     # The run's page tells the calls under way from the tasks waiting for a slot.
     counts = lambda: stats.run_state(run)["steps"][0]["counts"]  # noqa: E731
     wait_for(run, timeout=10, until=lambda r: counts()["running"] == 8)
-    assert (counts()["running"], counts()["pending"]) == (8, 12)
+    assert (counts()["running"], counts()["pending"]) == (8, 16)
     worker_factory(RUNNER_MAX_INFLIGHT="16")
     quick = Task.objects.filter(run=run, context__topic__startswith="Quick")
-    wait_for(run, timeout=60, until=lambda r: quick.filter(status=Task.DONE).count() == 12)
-    assert fake_llm.stats()["in_flight"] == 8  # A's calls still hang: B made the 12
+    wait_for(run, timeout=60, until=lambda r: quick.filter(status=Task.DONE).count() == 16)
+    assert fake_llm.stats()["in_flight"] == 8  # A's calls still hang: B made the 16
     claims_of_a = {t.claim.split(":")[0] for t in held}
     assert not quick.filter(claim__startswith=next(iter(claims_of_a))).exists()
     engine.cancel_run(run)
@@ -218,8 +218,8 @@ def test_a_cancelled_run_puts_back_what_a_worker_held_without_counting_a_call(
     owner, worker_factory, fake_llm
 ):
     # The 8 calls under way when the run is cancelled may have been paid for: each counts
-    # as one lost call. The 4 tasks held for the next free slot never went out: no call.
-    run = _eight_hanging_and_four_held(owner, worker_factory, fake_llm)
+    # as one lost call. The 8 tasks held for the next free slots never went out: no call.
+    run = _eight_hanging_and_eight_held(owner, worker_factory, fake_llm)
     engine.cancel_run(run)
     wait_for(
         run,
@@ -229,8 +229,8 @@ def test_a_cancelled_run_puts_back_what_a_worker_held_without_counting_a_call(
     tasks = {t.key: t for t in Task.objects.filter(run=run)}
     assert all(t.status == Task.PENDING for t in tasks.values())
     assert [(tasks[f"in:{i}"].lost, tasks[f"in:{i}"].attempts) for i in range(8)] == [(1, 1)] * 8
-    assert [(tasks[f"in:{i}"].lost, tasks[f"in:{i}"].attempts) for i in range(8, 12)] == [
+    assert [(tasks[f"in:{i}"].lost, tasks[f"in:{i}"].attempts) for i in range(8, 16)] == [
         (0, 0)
-    ] * 4
+    ] * 8
     run.refresh_from_db()
     assert run.status == Run.CANCELLED

@@ -29,7 +29,7 @@ from runner.models import Run
 from . import keys, limits
 from .driver import Driver, stopping
 from .limits import water_fill
-from .ports import announce
+from .ports import NUDGE_PREFIX, announce
 
 log = logging.getLogger("runner.engine")
 
@@ -77,15 +77,22 @@ class Host:
             self.wakeup.wait(settings.RUNNER_HOST_SECONDS)
 
     def _listen(self):
-        """Wake the loop when `ports.wake_hosts` says a run opened somewhere. Without Redis the
-        loop still looks every `RUNNER_HOST_SECONDS`; this listens again when it is back."""
+        """Wake the loop when `ports.wake_hosts` says a run opened somewhere, and a run's
+        driver when `ports.nudge_drivers` says the run has new pending tasks. Without Redis
+        the loop still looks every `RUNNER_HOST_SECONDS`; this listens again when it is back."""
         while not stopping.is_set():
             pubsub = None
             try:
                 pubsub = limits.client().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(keys.hosts_channel())
                 while not stopping.is_set():
-                    if pubsub.get_message(timeout=1.0) is not None:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    data = message.get("data")
+                    if isinstance(data, bytes) and data.startswith(NUDGE_PREFIX):
+                        self._nudge(data[len(NUDGE_PREFIX) :].decode(errors="replace"))
+                    else:
                         self.wakeup.set()
             except RedisError:
                 stopping.wait(1.0)
@@ -98,6 +105,12 @@ class Host:
                         pubsub.close()
                     except RedisError:
                         pass
+
+    def _nudge(self, code):
+        """A run has new pending tasks: its driver here, if any, looks at once."""
+        for driver in list(self.drivers.values()):
+            if driver.run_code == code:  # None until the driver has loaded its run
+                driver.nudge()
 
     def visit(self):
         """Start drivers for open runs without one here; share the process among them."""

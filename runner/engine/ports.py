@@ -9,7 +9,8 @@
   use, not at every Django start-up (the command line never sends Celery work).
 - `wake_hosts()`: a run opened; every worker's host hears it at once (one Redis
   message). Here, not in `host`, so that what launches runs (the web, the command line)
-  does not load the driver and the providers.
+  does not load the driver and the providers. `nudge_drivers(code)`: the run has new
+  pending tasks; its drivers in every worker hear it on the same channel.
 """
 
 import logging
@@ -23,6 +24,7 @@ from . import keys, limits
 log = logging.getLogger("runner.engine")
 
 run_changed = Signal()  # sender: the Run class; run: the run that changed
+NUDGE_PREFIX = b"run:"  # a message on the hosts' channel for one run's drivers
 
 
 def announce(run, soon=False):
@@ -35,6 +37,15 @@ def enqueue(task_name, *args):
     from config.celery import app
 
     transaction.on_commit(lambda: app.send_task(task_name, args=list(args)))
+
+
+def nudge_drivers(run_code):
+    """Tell the run's drivers in every worker that it has new pending tasks (one Redis
+    message on the hosts' channel); without Redis they find them at their next look."""
+    try:
+        limits.client().publish(keys.hosts_channel(), NUDGE_PREFIX + run_code.hex.encode())
+    except RedisError:
+        pass
 
 
 def wake_hosts():

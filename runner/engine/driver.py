@@ -424,12 +424,17 @@ class Driver:
                 log.warning("could not release slots of %s", pool)
         try:
             limits.forget(self.id)
-            limits.leave_crew(self.run.code, self.id)
         except Exception:
             pass
         aio.submit(self.calls.close())
-        self.run.refresh_from_db()
-        announce(self.run)
+        try:
+            self.run.refresh_from_db()
+            announce(self.run)
+        finally:  # last: a driver gone from its run's crew has stopped (tests wait on it)
+            try:
+                limits.leave_crew(self.run.code, self.id)
+            except Exception:
+                pass
 
     # claiming
 

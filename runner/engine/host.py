@@ -152,22 +152,29 @@ class Host:
         try:
             while driver is not None:
                 threading.current_thread().name = f"runner-driver-{driver.run_id}"
+                inbox = None
                 try:
                     self._drive(driver)
                 finally:
+                    inbox = self._offer_seat()  # before `done`: a run started now takes it
                     driver.done.set()
-                driver = self._next_driver()
+                driver = self._next_driver(inbox) if inbox is not None else None
         finally:
             connections.close_all()  # this thread's connections: the thread ends here
 
-    def _next_driver(self):
-        """The next driver for this thread, or None: more than SPARE_THREADS wait already,
-        or none came within SPARE_SECONDS, or the worker stops."""
-        inbox = queue.SimpleQueue()
+    def _offer_seat(self):
+        """This thread's inbox for its next driver, or None when SPARE_THREADS wait
+        already or the worker stops."""
         with self.lock:
             if len(self.spare) >= SPARE_THREADS or stopping.is_set():
                 return None
+            inbox = queue.SimpleQueue()
             self.spare.append(inbox)
+            return inbox
+
+    def _next_driver(self, inbox):
+        """The next driver handed to this thread, or None when none came within
+        SPARE_SECONDS."""
         try:
             driver = inbox.get(timeout=SPARE_SECONDS)
         except queue.Empty:

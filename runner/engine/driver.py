@@ -480,8 +480,8 @@ class Driver:
         """Put the held plans (never started) back in the queue: when the run stops, and
         when the queue runs dry, so that a worker with room starts them now (one claim by a
         busy driver at the start of a wave could otherwise keep a run's last calls waiting
-        for its next wave while other workers sit idle). Only a queue twice as long as a
-        claim lets a busy driver take tasks ahead again (`TaskQuerySet.claim`)."""
+        for its next wave while other workers sit idle). A busy driver takes tasks ahead
+        again only from a queue long enough for the others too (`TaskQuerySet.claim`)."""
         with self.held_lock:
             ids = [plan.task_id for plan in self.held]
             self.held.clear()

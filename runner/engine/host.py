@@ -152,7 +152,6 @@ class Host:
         try:
             while driver is not None:
                 threading.current_thread().name = f"runner-driver-{driver.run_id}"
-                inbox = None
                 try:
                     self._drive(driver)
                 finally:

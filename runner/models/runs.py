@@ -271,15 +271,6 @@ class TaskQuerySet(models.QuerySet):
         claimed.sort(key=lambda row: (row["step"], row["id"]))
         return claimed
 
-    def claimed(self, run_id, token):
-        """The running tasks of a run held under `token`, as a driver starts them (in the
-        claim's order: what the slots have no room for yet is the last of it)."""
-        return list(
-            self.filter(run_id=run_id, claim=token, status=Task.RUNNING)
-            .order_by("step", "id")
-            .values(*CLAIMED_FIELDS)
-        )
-
     def tally(self, by_run=False):
         """These tasks counted by step and status, with their tokens, calls and cost: rows
         of {step, status, n, tin, tout, calls, cost} (what run pages and lists add up);
